@@ -1,0 +1,46 @@
+// efsign/mpi_communicator.h — the MPI backend (host buffers) and MPI's lifetime.
+#pragma once
+
+#include <memory>
+
+#include "efsign/communicator.h"
+
+namespace efsign {
+
+// Owns MPI_Init_thread/MPI_Finalize. Create exactly one, first thing in main().
+class MpiSession {
+ public:
+  MpiSession(int* argc, char*** argv);
+  ~MpiSession();
+  MpiSession(const MpiSession&) = delete;
+  MpiSession& operator=(const MpiSession&) = delete;
+  int world_rank() const { return rank_; }
+  int world_size() const { return size_; }
+  // Rank among the processes on this host (MPI_COMM_TYPE_SHARED): the GPU to use.
+  int local_rank() const { return local_rank_; }
+
+ private:
+  int rank_ = 0, size_ = 1, local_rank_ = 0;
+};
+
+// Collectives over a private duplicate of MPI_COMM_WORLD.
+class MpiCommunicator final : public HostCommunicator {
+ public:
+  MpiCommunicator();
+  ~MpiCommunicator() override;
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string backend() const override { return "mpi"; }
+  void allgather(Span<const std::byte> send, Span<std::byte> recv) override;
+  void allreduce_sum(Span<float> data) override;
+  void allreduce_sum(Span<double> data) override;
+  void broadcast(Span<std::byte> data, int root) override;
+  void barrier() override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int rank_ = 0, size_ = 1;
+};
+
+}  // namespace efsign

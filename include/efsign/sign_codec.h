@@ -1,0 +1,86 @@
+// efsign/sign_codec.h — the CPU sign codec: the specification every other path
+// (SIMD, CUDA) must reproduce byte for byte.
+//
+// compress_layer() does, for one layer of d elements and in ONE pass over memory:
+//     g  = grad + wd * x                      (weight decay into the gradient first)
+//     m  = beta * m + g ; g = m               (only when a momentum buffer is given)
+//     e  = c - s_prev * sign(c)               (error rebuilt from the stored state)
+//     p  = e + lr * g ; c = p                 (only when an EF state buffer is given)
+//     bit_i = (p_i >= 0) ; L1 += |p_i|
+//   and returns the layer's scale: L1 / d (ScaleMode::kMeanAbs) or a fixed value
+//   (ScaleMode::kFixed, e.g. lr for signum's unscaled sign).
+//
+// Note [error state as p]
+//   EF-SignSGD's error is e = p - s * sign(p). Instead of storing e (which needs a
+//   second pass once s is known), we store c = p and the scale s that was sent with
+//   it, and rebuild e on the fly at the next step. Same arithmetic, same bits, one pass:
+//   read g and c, write c and the bits. error_from_state() materialises e when a test,
+//   metric or checkpoint needs it. The error is kept in lr units, as in the paper's
+//   reference code (a learning-rate change does not rescale it).
+//
+// Note [bit-exact arithmetic]
+//   Every element is computed with the same sequence of IEEE float operations on every
+//   path (portable, AVX2, CUDA), built with FMA contraction off. The L1 sum uses eight
+//   double-precision lanes (lane = i % 8, each summed in index order) combined in a
+//   fixed tree, so the portable and AVX2 paths agree exactly; the GPU's reduction tree
+//   differs and its scale agrees only to float rounding. Decode sums the W ranks'
+//   +-s_w in rank order 0..W-1 starting from 0.0f, then divides by W (IEEE division).
+//   sign(0) = +1 (bit packing cannot express 0; the reference code's torch.sign gives 0).
+#pragma once
+
+#include <cstdint>
+
+#include "efsign/layer_table.h"
+#include "efsign/span.h"
+
+namespace efsign::codec {
+
+enum class Isa { kPortable, kAvx2 };
+
+// Best path this CPU supports; EFSIGN_ISA=portable in the environment forces portable.
+Isa best_isa();
+bool isa_available(Isa isa);
+const char* isa_name(Isa isa);
+
+enum class ScaleMode { kMeanAbs, kFixed };
+
+struct CompressParams {
+  float lr = 0.0f;
+  float weight_decay = 0.0f;
+  float momentum = 0.0f;  // used only when LayerBuffers::momentum is non-empty
+  ScaleMode scale_mode = ScaleMode::kMeanAbs;
+  float fixed_scale = 0.0f;  // used only with ScaleMode::kFixed
+};
+
+struct LayerBuffers {
+  Span<const float> grad;   // d elements, required
+  Span<const float> param;  // d elements; required when weight_decay != 0
+  Span<float> momentum;     // d elements, or empty for no momentum
+  Span<float> state;        // d elements of EF state c (see Note), or empty for no EF
+  float prev_scale = 0.0f;  // the scale returned for `state` at the previous step
+  Span<uint32_t> words;     // ceil(d / 32) output words
+};
+
+// Compresses one layer; returns its scale. Throws efsign::Error on size mismatches.
+float compress_layer(const LayerBuffers& buf, const CompressParams& params, Isa isa);
+
+// Packs bits (p >= 0) of p into ceil(d/32) words, tail bits 0.
+void pack_signs(Span<const float> p, Span<uint32_t> words, Isa isa);
+
+// e = c - s * sign(c): the error the stored state stands for.
+void error_from_state(Span<const float> state, float scale, Span<float> error_out);
+
+// Messages: `world` messages of table.message_words() uint32 each, back to back, as
+// an allgather leaves them. Decodes layer `layer`:
+//   decode_average:       out   = (1/W) * sum_w s_w * sign_w
+//   decode_average_apply: param = param - (1/W) * sum_w s_w * sign_w
+void decode_average(Span<const uint32_t> messages, int world, const LayerTable& table,
+                    int64_t layer, Span<float> out, Isa isa);
+void decode_average_apply(Span<const uint32_t> messages, int world, const LayerTable& table,
+                          int64_t layer, Span<float> param, Isa isa);
+
+// Reads the scale of `layer` from message `rank`.
+float message_scale(Span<const uint32_t> messages, const LayerTable& table, int rank,
+                    int64_t layer);
+
+}  // namespace efsign::codec

@@ -1,0 +1,55 @@
+// efsign/trainer.h — the training loop: epochs, evaluation, metrics, the final
+// replica check. The only layer that knows about epochs and files.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "efsign/communicator.h"
+
+namespace efsign {
+
+struct TrainOptions {
+  std::string optimizer = "ef-signsgd";
+  std::string model = "convnet";
+  std::string dataset = "fashion-mnist";
+  std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  std::string backend = "mpi";
+  int64_t epochs = 1;
+  int64_t steps_per_epoch = 0;  // 0: the whole epoch
+  int64_t batch_size = 64;      // per rank
+  std::optional<double> lr;     // unset: the optimizer's default for the model
+  double momentum = 0.9;
+  double weight_decay = 0.0;
+  std::vector<int64_t> lr_milestones;
+  double lr_gamma = 0.1;
+  uint64_t seed = 42;
+  int threads = 1;
+  std::string metrics_out;
+  int64_t synthetic_train = 8192, synthetic_test = 2048;
+  int64_t eval_batch = 1000;
+  std::string progress = "auto";  // auto | on | off
+  std::string isa = "auto";       // codec path: auto | avx2 | portable
+};
+
+// Parses argv. Returns nullopt and fills *help when --help was given.
+// Throws UsageError (one line) for anything invalid.
+std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::string* help);
+
+// Learning rate used when --lr is not given (tuned for 1 epoch of Fashion-MNIST).
+double default_lr(const std::string& optimizer, const std::string& model);
+
+struct TrainResult {
+  double test_acc = 0, test_loss = 0;
+  std::string param_checksum;
+  double bytes_sent_per_step = 0;
+  int64_t fp32_bytes_per_step = 0;
+};
+
+// Collective: every rank calls it with the same options. Progress and epoch lines
+// go to stdout/stderr on rank 0 only; metrics JSON Lines to options.metrics_out.
+TrainResult run_training(const TrainOptions& options, HostCommunicator& comm);
+
+}  // namespace efsign

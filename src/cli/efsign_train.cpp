@@ -1,0 +1,42 @@
+// efsign-train: one process per rank, under mpirun.
+// Exit codes: 0 ok, 2 bad flag/value/input (one line on rank 0), 1 anything else.
+#include <mpi.h>
+
+#include <cstdio>
+#include <exception>
+
+#include <fmt/format.h>
+
+#include "efsign/error.h"
+#include "efsign/mpi_communicator.h"
+#include "efsign/trainer.h"
+
+int main(int argc, char** argv) {
+  efsign::MpiSession mpi(&argc, &argv);
+  const bool root = mpi.world_rank() == 0;
+  try {
+    std::string help;
+    const auto options = efsign::parse_train_options(argc, argv, &help);
+    if (!options) {
+      if (root) fmt::print("{}", help);
+      return 0;
+    }
+    efsign::MpiCommunicator comm;
+    efsign::run_training(*options, comm);
+    return 0;
+  } catch (const efsign::UsageError& e) {  // every rank sees the same flags
+    if (root) fmt::print(stderr, "efsign-train: error: {}\n", e.what());
+    return 2;
+  } catch (const efsign::InputError& e) {  // agreed across ranks in run_training
+    if (root) fmt::print(stderr, "efsign-train: error: {}\n", e.what());
+    return 2;
+  } catch (const efsign::AgreedError& e) {
+    if (root) fmt::print(stderr, "efsign-train: error: {}\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {  // one rank alone: take the whole job down
+    fmt::print(stderr, "efsign-train: fatal ({}): {}\n", efsign::where_am_i(), e.what());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    return 1;
+  }
+}

@@ -1,0 +1,37 @@
+#include "efsign/communicator.h"
+
+#include <cstring>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "efsign/checksum.h"
+#include "efsign/error.h"
+
+namespace efsign {
+
+void SelfCommunicator::allgather(Span<const std::byte> send, Span<std::byte> recv) {
+  if (recv.size() != send.size()) throw Error("allgather: recv must hold size() * send bytes");
+  if (!send.empty()) std::memcpy(recv.data(), send.data(), send.size());
+  count(static_cast<int64_t>(send.size()));
+}
+void SelfCommunicator::allreduce_sum(Span<float> data) { count(static_cast<int64_t>(data.size_bytes())); }
+void SelfCommunicator::allreduce_sum(Span<double>) {}
+
+void agree_or_throw(HostCommunicator& comm, uint64_t value, const std::string& what) {
+  std::vector<uint64_t> all(comm.size());
+  comm.allgather(as_bytes(Span<const uint64_t>(&value, 1)), as_writable_bytes(Span<uint64_t>(all)));
+  std::string diff;
+  for (int r = 0; r < comm.size(); ++r)
+    if (all[r] != all[0]) diff += fmt::format(" rank {} has {} (rank 0 has {});", r, hex64(all[r]), hex64(all[0]));
+  if (!diff.empty())
+    throw AgreedError(fmt::format("ranks disagree on {}:{} every rank must run the same configuration", what, diff));
+}
+
+bool all_ok(HostCommunicator& comm, bool ok) {
+  double bad = ok ? 0.0 : 1.0;
+  comm.allreduce_sum(Span<double>(&bad, 1));
+  return bad == 0.0;
+}
+
+}  // namespace efsign

@@ -1,0 +1,74 @@
+#include "efsign/optimizer.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "efsign/checksum.h"
+#include "efsign/error.h"
+#include "optim_internal.h"
+
+namespace efsign {
+
+OptimizerKind parse_optimizer(const std::string& name) {
+  if (name == "sgdm") return OptimizerKind::kSgdm;
+  if (name == "signsgd") return OptimizerKind::kSignSgd;
+  if (name == "signum") return OptimizerKind::kSignum;
+  if (name == "ef-signsgd") return OptimizerKind::kEfSignSgd;
+  throw UsageError(fmt::format("unknown optimizer '{}' (choose one of: sgdm, signsgd, signum, ef-signsgd)", name));
+}
+
+std::string optimizer_name(OptimizerKind kind) {
+  switch (kind) {
+    case OptimizerKind::kSgdm: return "sgdm";
+    case OptimizerKind::kSignSgd: return "signsgd";
+    case OptimizerKind::kSignum: return "signum";
+    case OptimizerKind::kEfSignSgd: return "ef-signsgd";
+  }
+  return "?";
+}
+
+std::vector<std::string> optimizer_names() { return {"sgdm", "signsgd", "signum", "ef-signsgd"}; }
+
+static LayerTable table_of(const std::vector<at::Tensor>& params) {
+  std::vector<int64_t> sizes;
+  sizes.reserve(params.size());
+  for (const auto& p : params) sizes.push_back(p.numel());
+  return LayerTable(std::move(sizes));
+}
+
+DistributedOptimizer::DistributedOptimizer(std::vector<at::Tensor> params, Communicator& data,
+                                           HostCommunicator& control, OptimizerConfig config)
+    : params_(std::move(params)), data_(data), control_(control), config_(config), table_(table_of(params_)) {
+  for (std::size_t l = 0; l < params_.size(); ++l) {
+    const auto& p = params_[l];
+    if (p.scalar_type() != at::kFloat) throw Error(fmt::format("parameter {} is not float32", l));
+    if (!p.is_contiguous()) throw Error(fmt::format("parameter {} is not contiguous", l));
+  }
+  if (data_.size() != control_.size() || data_.rank() != control_.rank())
+    throw Error("data and control communicators disagree on rank or world size");
+  if (config_.lr < 0) throw UsageError(fmt::format("learning rate must be >= 0 (got {})", config_.lr));
+  if (config_.momentum < 0 || config_.momentum >= 1)
+    throw UsageError(fmt::format("momentum must be in [0, 1) (got {})", config_.momentum));
+  if (config_.weight_decay < 0)
+    throw UsageError(fmt::format("weight decay must be >= 0 (got {})", config_.weight_decay));
+  uint64_t h = fnv1a_u64(table_.hash(), fnv1a_string(optimizer_name(config_.kind)));
+  agree_or_throw(control_, h, "the model's layer table and the optimizer");
+}
+
+at::Tensor DistributedOptimizer::grad_of(int64_t l) {
+  auto& p = params_[l];
+  at::Tensor g = p.grad();
+  if (!g.defined()) return at::zeros_like(p);
+  if (g.scalar_type() != at::kFloat || g.device() != p.device())
+    throw Error(fmt::format("gradient of parameter {} is not float32 on the parameter's device", l));
+  return g.is_contiguous() ? g : g.contiguous();
+}
+
+std::unique_ptr<DistributedOptimizer> make_optimizer(std::vector<at::Tensor> params, Communicator& data,
+                                                     HostCommunicator& control, const OptimizerConfig& config) {
+  if (params.empty()) throw Error("make_optimizer: no parameters");
+  if (config.kind == OptimizerKind::kSgdm) return detail::make_sgdm(std::move(params), data, control, config);
+  return detail::make_sign(std::move(params), data, control, config);
+}
+
+}  // namespace efsign

@@ -1,0 +1,29 @@
+#pragma once
+
+#include <chrono>
+#include <memory>
+
+#include "efsign/optimizer.h"
+
+namespace efsign::detail {
+
+std::unique_ptr<DistributedOptimizer> make_sgdm(std::vector<at::Tensor> params, Communicator& data,
+                                                HostCommunicator& control, const OptimizerConfig& config);
+std::unique_ptr<DistributedOptimizer> make_sign(std::vector<at::Tensor> params, Communicator& data,
+                                                HostCommunicator& control, const OptimizerConfig& config);
+
+class Stopwatch {
+ public:
+  Stopwatch() : t0_(std::chrono::steady_clock::now()) {}
+  double lap_ms() {
+    const auto t = std::chrono::steady_clock::now();
+    const double ms = std::chrono::duration<double, std::milli>(t - t0_).count();
+    t0_ = t;
+    return ms;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point t0_;
+};
+
+}  // namespace efsign::detail

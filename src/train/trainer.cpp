@@ -1,0 +1,288 @@
+#include "efsign/trainer.h"
+
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include <fmt/format.h>
+
+#include "efsign/checksum.h"
+#include "efsign/data.h"
+#include "efsign/error.h"
+#include "efsign/metrics.h"
+#include "efsign/models.h"
+#include "efsign/optimizer.h"
+
+namespace efsign {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::string human_bytes(double b) {
+  if (b >= 1 << 20) return fmt::format("{:.2f} MiB", b / (1 << 20));
+  if (b >= 1 << 10) return fmt::format("{:.1f} KiB", b / (1 << 10));
+  return fmt::format("{:.0f} B", b);
+}
+
+// Checksum over every parameter and buffer, in registration order.
+uint64_t model_checksum(torch::nn::Module& model) {
+  uint64_t h = kFnvOffset;
+  auto mix = [&](const at::Tensor& t) {
+    at::Tensor c = t.detach().to(at::kCPU).contiguous();
+    h = fnv1a(Span<const std::byte>(static_cast<const std::byte*>(c.data_ptr()), c.numel() * c.element_size()), h);
+  };
+  for (const auto& p : model.parameters()) mix(p);
+  for (const auto& b : model.buffers()) mix(b);
+  return h;
+}
+
+// Rank 0's parameters and buffers become everyone's (the seeds already agree; this
+// makes it so even if a LibTorch build initialises differently).
+void broadcast_model(torch::nn::Module& model, HostCommunicator& comm) {
+  torch::NoGradGuard no_grad;
+  auto bcast = [&](at::Tensor t) {
+    comm.broadcast(Span<std::byte>(static_cast<std::byte*>(t.data_ptr()), t.numel() * t.element_size()), 0);
+  };
+  for (auto& p : model.parameters()) bcast(p);
+  for (auto& b : model.buffers()) bcast(b);
+}
+
+class ProgressBar {
+ public:
+  explicit ProgressBar(bool enabled) : enabled_(enabled) {}
+  void update(int64_t epoch, int64_t step, int64_t steps, double loss, double img_per_s) {
+    if (!enabled_) return;
+    const auto now = Clock::now();
+    if (step + 1 < steps && std::chrono::duration<double>(now - last_).count() < 0.2) return;
+    last_ = now;
+    constexpr int kWidth = 30;
+    const int filled = static_cast<int>(kWidth * (step + 1) / steps);
+    std::fprintf(stderr, "\r  epoch %lld [%s%s] %lld/%lld  loss %.4f  %.0f img/s ", static_cast<long long>(epoch),
+                 std::string(filled, '=').c_str(), std::string(kWidth - filled, ' ').c_str(),
+                 static_cast<long long>(step + 1), static_cast<long long>(steps), loss, img_per_s);
+    std::fflush(stderr);
+  }
+  void finish() {
+    if (enabled_) std::fprintf(stderr, "\r%*s\r", 100, "");
+  }
+
+ private:
+  bool enabled_;
+  Clock::time_point last_{};
+};
+
+struct EvalResult {
+  double loss = 0, acc = 0;
+};
+
+EvalResult evaluate(Model& model, const Dataset& test, HostCommunicator& comm, int64_t eval_batch) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  double sums[3] = {0, 0, 0};  // loss sum, correct, count
+  std::vector<int64_t> idx;
+  for (int64_t i = comm.rank(); i < test.size(); i += comm.size()) idx.push_back(i);
+  for (std::size_t b = 0; b < idx.size(); b += eval_batch) {
+    const std::size_t n = std::min<std::size_t>(eval_batch, idx.size() - b);
+    Batch batch = make_batch(test, Span<const int64_t>(idx.data() + b, n));
+    at::Tensor logits = model.forward(batch.images);
+    sums[0] += torch::nn::functional::cross_entropy(
+                   logits, batch.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                   .item<double>();
+    sums[1] += logits.argmax(1).eq(batch.labels).sum().item<double>();
+    sums[2] += static_cast<double>(n);
+  }
+  comm.allreduce_sum(Span<double>(sums, 3));
+  model.train();
+  return {sums[0] / sums[2], sums[1] / sums[2]};
+}
+
+}  // namespace
+
+TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
+  const bool root = comm.rank() == 0;
+  const int world = comm.size();
+  if (o.threads > 0) at::set_num_threads(o.threads);
+
+  // ---- Set-up. Any rank's failure is everyone's (no rank is left in a collective).
+  DataSplit data;
+  std::shared_ptr<Model> model;
+  std::unique_ptr<DistributedOptimizer> opt;
+  MetricsWriter metrics;
+  std::string setup_error;
+  bool usage_error = false;
+  try {
+    if (o.dataset == "fashion-mnist")
+      data = load_fashion_mnist(o.data_dir);
+    else
+      data = make_synthetic(o.synthetic_train, o.synthetic_test, 1, 28, 28, 10, o.seed);
+    if (root && !o.metrics_out.empty()) metrics = MetricsWriter(o.metrics_out);
+  } catch (const UsageError& e) {
+    setup_error = e.what();
+    usage_error = true;
+  } catch (const InputError& e) {
+    setup_error = e.what();
+  }
+  if (!all_ok(comm, setup_error.empty())) {
+    if (setup_error.empty()) setup_error = "another rank could not load its input (see its message)";
+    if (usage_error) throw UsageError(setup_error);
+    throw InputError(setup_error);
+  }
+
+  torch::manual_seed(o.seed);
+  ModelSpec spec{data.train.channels(), data.train.height(), data.train.width(), data.train.num_classes};
+  model = make_model(o.model, spec);
+  broadcast_model(*model, comm);
+
+  OptimizerConfig cfg;
+  cfg.kind = parse_optimizer(o.optimizer);
+  cfg.lr = o.lr.value_or(default_lr(o.optimizer, o.model));
+  cfg.momentum = o.momentum;
+  cfg.weight_decay = o.weight_decay;
+  if (o.isa == "portable")
+    cfg.isa = codec::Isa::kPortable;
+  else if (o.isa == "avx2") {
+    if (!codec::isa_available(codec::Isa::kAvx2)) throw UsageError("--isa avx2: this CPU has no AVX2");
+    cfg.isa = codec::Isa::kAvx2;
+  }
+  const double base_lr = cfg.lr;
+  opt = make_optimizer(model->parameters(), comm, comm, cfg);
+  const LayerTable& table = opt->layers();
+
+  EpochSharder sharder(data.train.size(), world, comm.rank(), o.batch_size, o.seed);
+  const int64_t steps = o.steps_per_epoch > 0 ? std::min(o.steps_per_epoch, sharder.steps_per_epoch())
+                                              : sharder.steps_per_epoch();
+  const bool progress = root && (o.progress == "on" || (o.progress == "auto" && isatty(STDERR_FILENO)));
+
+  if (root) {
+    fmt::print("efsign-train: {} ranks, backend {}, optimizer {} (lr {}), model {} ({}), codec {}\n", world,
+               comm.backend(), o.optimizer, cfg.lr, o.model, table.describe(), codec::isa_name(cfg.isa));
+    fmt::print("  exchange: {}; {} per rank per step vs {} for an fp32 allreduce ({:.1f}x fewer)\n",
+               opt->exchange_name(), human_bytes(static_cast<double>(opt->wire_bytes_per_step())),
+               human_bytes(static_cast<double>(table.fp32_bytes())),
+               static_cast<double>(table.fp32_bytes()) / static_cast<double>(opt->wire_bytes_per_step()));
+    fmt::print("  data: {} ({} train, {} test), {} steps/epoch of {} x {} images\n", data.train.name,
+               data.train.size(), data.test.size(), steps, world, o.batch_size);
+    std::fflush(stdout);
+  }
+
+  TrainResult result;
+  double total_bytes = 0, total_steps = 0, total_train_s = 0, total_images = 0;
+  const auto run_start = Clock::now();
+  for (int64_t epoch = 1; epoch <= o.epochs; ++epoch) {
+    double lr = base_lr;
+    for (int64_t m : o.lr_milestones)
+      if (epoch > m) lr *= o.lr_gamma;
+    opt->set_lr(lr);
+    model->train();
+    ProgressBar bar(progress);
+    double sums[2] = {0, 0};  // loss * n, correct
+    double images = 0, fwd_bwd_ms = 0, compress_ms = 0, comm_ms = 0, update_ms = 0, epoch_bytes = 0;
+    const auto t0 = Clock::now();
+    for (int64_t step = 0; step < steps; ++step) {
+      const std::vector<int64_t> idx = sharder.batch(epoch - 1, step);
+      Batch batch = make_batch(data.train, Span<const int64_t>(idx));
+      const auto tf = Clock::now();
+      model->zero_grad();
+      at::Tensor logits = model->forward(batch.images);
+      at::Tensor loss = torch::nn::functional::cross_entropy(logits, batch.labels);
+      loss.backward();
+      fwd_bwd_ms += seconds_since(tf) * 1e3;
+      opt->step();
+      const StepStats& st = opt->last_step();
+      compress_ms += st.compress_ms;
+      comm_ms += st.comm_ms;
+      update_ms += st.update_ms;
+      epoch_bytes += static_cast<double>(st.bytes_sent);
+      const double n = static_cast<double>(idx.size());
+      sums[0] += loss.item<double>() * n;
+      sums[1] += logits.argmax(1).eq(batch.labels).sum().item<double>();
+      images += n;
+      bar.update(epoch, step, steps, sums[0] / images, images * world / seconds_since(t0));
+    }
+    const double train_s = seconds_since(t0);
+    bar.finish();
+    double agg[3] = {sums[0], sums[1], images};
+    comm.allreduce_sum(Span<double>(agg, 3));
+    const EvalResult ev = evaluate(*model, data.test, comm, o.eval_batch);
+    const double step_ms = train_s * 1e3 / static_cast<double>(steps);
+    const double img_s = agg[2] / train_s;
+    const double bytes_per_step = epoch_bytes / static_cast<double>(steps);
+    total_bytes += epoch_bytes;
+    total_steps += static_cast<double>(steps);
+    total_train_s += train_s;
+    total_images += agg[2];
+    result.test_acc = ev.acc;
+    result.test_loss = ev.loss;
+    if (root) {
+      fmt::print("epoch {:>3}  lr {:<8.4g} train loss {:.4f} acc {:6.2f}%  test loss {:.4f} acc {:6.2f}%  "
+                 "{:7.0f} img/s  {:6.1f} ms/step  {}/step sent\n",
+                 epoch, lr, agg[0] / agg[2], 100 * agg[1] / agg[2], ev.loss, 100 * ev.acc, img_s, step_ms,
+                 human_bytes(bytes_per_step));
+      std::fflush(stdout);
+      metrics.write(JsonLine()
+                        .add("event", "epoch")
+                        .add("epoch", epoch)
+                        .add("lr", lr)
+                        .add("train_loss", agg[0] / agg[2])
+                        .add("train_acc", agg[1] / agg[2])
+                        .add("test_loss", ev.loss)
+                        .add("test_acc", ev.acc)
+                        .add("images_per_sec", img_s)
+                        .add("step_time_ms", step_ms)
+                        .add("fwd_bwd_ms", fwd_bwd_ms / steps)
+                        .add("compress_ms", compress_ms / steps)
+                        .add("comm_ms", comm_ms / steps)
+                        .add("update_ms", update_ms / steps)
+                        .add("bytes_sent_per_step", bytes_per_step)
+                        .add("steps", steps));
+    }
+  }
+
+  // ---- Every replica must hold the same bytes.
+  const uint64_t sum = model_checksum(*model);
+  try {
+    agree_or_throw(comm, sum, "the parameter checksum after training (replicas diverged)");
+  } catch (const AgreedError& e) {
+    if (root) metrics.write(JsonLine().add("event", "error").add("message", e.what()));
+    throw;
+  }
+  result.param_checksum = hex64(sum);
+  result.bytes_sent_per_step = total_bytes / total_steps;
+  result.fp32_bytes_per_step = table.fp32_bytes();
+  if (root) {
+    fmt::print("done: test acc {:.2f}%, {} sent per rank per step ({:.1f}x fewer than fp32), "
+               "all {} replicas identical (checksum {}), {:.1f} s\n",
+               100 * result.test_acc, human_bytes(result.bytes_sent_per_step),
+               static_cast<double>(result.fp32_bytes_per_step) / result.bytes_sent_per_step, world,
+               result.param_checksum, seconds_since(run_start));
+    metrics.write(JsonLine()
+                      .add("event", "summary")
+                      .add("world_size", world)
+                      .add("backend", comm.backend())
+                      .add("optimizer", o.optimizer)
+                      .add("model", o.model)
+                      .add("dataset", data.train.name)
+                      .add("epochs", o.epochs)
+                      .add("batch_size", o.batch_size)
+                      .add("lr", base_lr)
+                      .add("num_params", table.total_elements())
+                      .add("num_layers", table.num_layers())
+                      .add("test_acc", result.test_acc)
+                      .add("test_loss", result.test_loss)
+                      .add("bytes_sent_per_step", result.bytes_sent_per_step)
+                      .add("fp32_bytes_per_step", result.fp32_bytes_per_step)
+                      .add("compression_ratio", static_cast<double>(result.fp32_bytes_per_step) /
+                                                    result.bytes_sent_per_step)
+                      .add("step_time_ms", total_train_s * 1e3 / total_steps)
+                      .add("images_per_sec", total_images / total_train_s)
+                      .add("train_time_s", total_train_s)
+                      .add("param_checksum", result.param_checksum));
+  }
+  return result;
+}
+
+}  // namespace efsign

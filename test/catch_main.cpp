@@ -1,0 +1,28 @@
+// One main for every test binary: MPI up first, Catch2 second. Under mpirun every
+// rank runs the selected tests; the exit code is non-zero on every rank if any failed
+// on any rank.
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+#include <mpi.h>
+
+#include "test_util.h"
+
+namespace efsign::test {
+namespace {
+MpiCommunicator* g_world = nullptr;
+}
+MpiCommunicator& world() { return *g_world; }
+}  // namespace efsign::test
+
+int main(int argc, char** argv) {
+  efsign::MpiSession mpi(&argc, &argv);
+  efsign::MpiCommunicator world;
+  efsign::test::g_world = &world;
+  Catch::Session session;
+  if (int rc = session.applyCommandLine(argc, argv)) return rc;
+  const int failed = session.run();
+  int any = failed ? 1 : 0, worst = 0;
+  MPI_Allreduce(&any, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  if (worst && !failed && mpi.world_rank() == 0) std::fprintf(stderr, "another rank had failing tests\n");
+  return worst ? 1 : 0;
+}
