@@ -1,1 +1,64 @@
-exit 0
+#!/usr/bin/env bash
+# Bad input to efsign-train: a one-line error on stderr, exit code 2, never a hang.
+#   cli_bad_input.sh EFSIGN_TRAIN "MPIRUN [FLAGS]"
+set -u
+train=$1
+mpirun=$2
+work=$(mktemp -d /tmp/efsign-cli-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+failures=0
+passed=0
+
+# expect_error NAME PATTERN -- COMMAND...
+expect_error() {
+  local name=$1 pattern=$2
+  shift 3
+  local rc=0
+  timeout 120 "$@" >"$work/out" 2>"$work/err" || rc=$?
+  local lines
+  lines=$(grep -c . "$work/err" || true)
+  if [[ $rc -eq 2 ]] && grep -q -- "$pattern" "$work/err" && [[ $lines -eq 1 ]]; then
+    echo "ok   $name: $(cat "$work/err")"
+    passed=$((passed + 1))
+  else
+    echo "FAIL $name: exit $rc (want 2), $lines stderr lines (want 1), want /$pattern/"
+    sed 's/^/     | /' "$work/err" | head -20
+    failures=$((failures + 1))
+  fi
+}
+
+# A Fashion-MNIST-shaped directory whose training images stop after 100 of 7840 bytes.
+mkdir -p "$work/trunc"
+{ printf '\x00\x00\x08\x03\x00\x00\x00\x0a\x00\x00\x00\x1c\x00\x00\x00\x1c'; head -c 100 /dev/zero; } | gzip >"$work/trunc/train-images-idx3-ubyte.gz"
+{ printf '\x00\x00\x08\x01\x00\x00\x00\x0a'; head -c 10 /dev/zero; } | gzip >"$work/trunc/train-labels-idx1-ubyte.gz"
+cp "$work/trunc/train-images-idx3-ubyte.gz" "$work/trunc/t10k-images-idx3-ubyte.gz"
+cp "$work/trunc/train-labels-idx1-ubyte.gz" "$work/trunc/t10k-labels-idx1-ubyte.gz"
+
+expect_error "unknown optimizer" "unknown optimizer 'adam'" -- "$train" --optimizer adam
+expect_error "negative lr" "--lr must be a positive number" -- "$train" --lr=-0.1
+expect_error "zero lr" "--lr must be a positive number" -- "$train" --lr 0
+expect_error "unknown flag" "see --help" -- "$train" --no-such-flag
+expect_error "non-numeric epochs" "see --help" -- "$train" --epochs many
+expect_error "zero epochs" "--epochs must be >= 1" -- "$train" --epochs 0
+expect_error "zero batch" "--batch-size must be >= 1" -- "$train" --batch-size 0
+expect_error "unknown model" "unknown model" -- "$train" --model resnet1000
+expect_error "unknown dataset" "unknown dataset" -- "$train" --dataset imagenet
+expect_error "momentum out of range" "--momentum must be in" -- "$train" --momentum 1.5
+expect_error "decreasing milestones" "--lr-milestones must increase" -- "$train" --lr-milestones 5,3
+expect_error "stray argument" "unexpected argument" -- "$train" stray
+expect_error "missing data dir" "does not exist" -- "$train" --data-dir "$work/nope"
+expect_error "truncated IDX file" "truncated file" -- "$train" --data-dir "$work/trunc"
+expect_error "unwritable metrics file" "cannot open for writing" -- "$train" --dataset synthetic --metrics-out "$work/nope/m.jsonl"
+
+# Under mpirun with 2 ranks: the job ends (no hang) with a non-zero code and the message once.
+rc=0
+timeout 120 $mpirun -np 2 "$train" --data-dir "$work/trunc" >"$work/out" 2>"$work/err" || rc=$?
+if [[ $rc -ne 0 && $rc -ne 124 ]] && [[ $(grep -c "truncated file" "$work/err") -eq 1 ]]; then
+  echo "ok   2 ranks, truncated file: mpirun exit $rc, message printed once"
+  passed=$((passed + 1))
+else
+  echo "FAIL 2 ranks, truncated file: mpirun exit $rc"; cat "$work/err"; failures=$((failures + 1))
+fi
+
+echo "$passed passed, $failures failed"
+[[ $failures -eq 0 ]]

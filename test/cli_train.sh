@@ -1,1 +1,59 @@
-exit 0
+#!/usr/bin/env bash
+# A short 2-rank run of efsign-train per optimizer on synthetic data: exit 0, the
+# metrics file has the documented records, replicas agree, efsign-report reads it.
+#   cli_train.sh EFSIGN_TRAIN EFSIGN_REPORT "MPIRUN [FLAGS]"
+set -u
+train=$1
+report=$2
+mpirun=$3
+work=$(mktemp -d /tmp/efsign-train-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+failures=0
+passed=0
+check() {  # check NAME CONDITION...
+  local name=$1
+  shift
+  if "$@"; then passed=$((passed + 1)); else echo "FAIL $name"; failures=$((failures + 1)); fi
+}
+
+"$train" --help >"$work/help" 2>&1
+check "--help exits 0 and explains the flags" grep -q -- "--optimizer" "$work/help"
+check "--help names the optimizers" grep -q -- "ef-signsgd" "$work/help"
+
+for opt in ef-signsgd sgdm signsgd signum; do
+  rc=0
+  timeout 240 $mpirun -np 2 "$train" --dataset synthetic --model mlp --optimizer "$opt" --epochs 2 \
+    --steps-per-epoch 15 --batch-size 32 --progress on --metrics-out "$work/$opt.jsonl" \
+    >"$work/$opt.out" 2>"$work/$opt.err" || rc=$?
+  check "$opt: exit 0 (got $rc)" test "$rc" -eq 0
+  check "$opt: 2 epoch records" test "$(grep -c '"event":"epoch"' "$work/$opt.jsonl")" -eq 2
+  check "$opt: 1 summary record" test "$(grep -c '"event":"summary"' "$work/$opt.jsonl")" -eq 1
+  for field in epoch train_loss train_acc test_loss test_acc images_per_sec step_time_ms bytes_sent_per_step; do
+    check "$opt: epoch has $field" grep -q "\"$field\":" <(grep '"event":"epoch"' "$work/$opt.jsonl")
+  done
+  for field in world_size optimizer test_acc bytes_sent_per_step fp32_bytes_per_step param_checksum; do
+    check "$opt: summary has $field" grep -q "\"$field\":" <(grep '"event":"summary"' "$work/$opt.jsonl")
+  done
+  check "$opt: world_size 2" grep -q '"world_size":2,' "$work/$opt.jsonl"
+  sum=$(grep -o '"param_checksum":"[0-9a-f]*"' "$work/$opt.jsonl" | cut -d'"' -f4)
+  check "$opt: replicas identical, checksum $sum printed" grep -q "all 2 replicas identical (checksum $sum)" "$work/$opt.out"
+  check "$opt: progress bar on stderr" grep -q "epoch 1 \[" "$work/$opt.err"
+  # Accuracies are fractions; EF-SignSGD and SGDM must learn this easy task in 30 steps
+  # (plain signSGD need not: that is the paper's point).
+  floor=0; [[ $opt == ef-signsgd || $opt == sgdm ]] && floor=0.5
+  check "$opt: test acc in [$floor, 1]" \
+    awk -F'"test_acc":' -v lo="$floor" '/"summary"/ { split($2, a, ","); exit !(a[1] >= lo && a[1] <= 1) }' "$work/$opt.jsonl"
+done
+# MLP on 28x28: 784*256+256+256*128+128+128*10+10 = 235146 parameters in 6 layers.
+check "sgdm sends 4 bytes a parameter" grep -q '"bytes_sent_per_step":940584,' "$work/sgdm.jsonl"
+check "ef-signsgd sends the wire format" grep -q '"bytes_sent_per_step":29420,' "$work/ef-signsgd.jsonl"
+
+"$report" "$work/ef-signsgd.jsonl" "$work/sgdm.jsonl" >"$work/table"
+check "report has one row per run" test "$(grep -c '^| \(ef-signsgd\|sgdm\) ' "$work/table")" -eq 2
+check "report shows the 32.0x ratio" grep -q "32.0x" "$work/table"
+cat "$work/table"
+rc=0; "$report" "$work/missing.jsonl" 2>/dev/null || rc=$?
+check "report: missing file exits 2" test "$rc" -eq 2
+
+echo "$passed passed, $failures failed"
+[[ $failures -eq 0 ]]

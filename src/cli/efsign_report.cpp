@@ -94,12 +94,12 @@ int main(int argc, char** argv) {
     }
     rows.push_back(last);
   }
-  fmt::print("| {:<11} | {:>5} | {:>9} | {:>14} | {:>11} | {:>12} | {:>10} | {:>16} |\n", "optimizer", "ranks",
+  fmt::print("| {:<11} | {:>5} | {:>9} | {:>15} | {:>10} | {:>12} | {:>10} | {:>16} |\n", "optimizer", "ranks",
              "test acc", "bytes/step/rank", "vs fp32", "step time", "images/s", "checksum");
-  fmt::print("|{:-<13}|{:->7}|{:->11}|{:->16}|{:->13}|{:->14}|{:->12}|{:->18}|\n", "", "", "", "", "", "", "", "");
+  fmt::print("|{:-<13}|{:->7}|{:->11}|{:->17}|{:->12}|{:->14}|{:->12}|{:->18}|\n", "", "", "", "", "", "", "", "");
   for (auto& r : rows) {
     const double bytes = num(r, "bytes_sent_per_step");
-    fmt::print("| {:<11} | {:>5} | {:>8.2f}% | {:>14.0f} | {:>10.1f}x | {:>9.2f} ms | {:>10.0f} | {:>16} |\n",
+    fmt::print("| {:<11} | {:>5} | {:>8.2f}% | {:>15.0f} | {:>9.1f}x | {:>9.2f} ms | {:>10.0f} | {:>16} |\n",
                r["optimizer"], r["world_size"], 100 * num(r, "test_acc"), bytes,
                bytes > 0 ? num(r, "fp32_bytes_per_step") / bytes : 0.0, num(r, "step_time_ms"),
                num(r, "images_per_sec"), r["param_checksum"]);

@@ -27,7 +27,7 @@ DataSplit make_synthetic(int64_t train_size, int64_t test_size, int64_t channels
       const int64_t c = static_cast<int64_t>(rng.below(num_classes));
       lab[i] = c;
       for (int64_t k = 0; k < pixels; ++k) {
-        const double v = 0.6 * protos[c * pixels + k] + 0.4 * rng.uniform();
+        const double v = 0.25 * protos[c * pixels + k] + 0.75 * rng.uniform();
         img[i * pixels + k] = static_cast<uint8_t>(std::lround(255.0 * v));
       }
     }

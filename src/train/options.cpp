@@ -51,7 +51,7 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
     ("weight-decay", "L2 weight decay, added to the gradient before anything else",
        cxxopts::value<double>()->default_value("0"))
     ("lr-milestones", "epochs (comma-separated) at which lr is multiplied by --lr-gamma",
-       cxxopts::value<std::vector<int64_t>>()->default_value(""))
+       cxxopts::value<std::vector<int64_t>>())
     ("lr-gamma", "factor applied at each milestone", cxxopts::value<double>()->default_value("0.1"))
     ("seed", "seed for initialisation, data order and synthetic data", cxxopts::value<uint64_t>()->default_value("42"))
     ("threads", "LibTorch intra-op threads per rank (0 = LibTorch's default)",
@@ -88,7 +88,7 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
     if (r.count("lr")) o.lr = r["lr"].as<double>();
     o.momentum = r["momentum"].as<double>();
     o.weight_decay = r["weight-decay"].as<double>();
-    o.lr_milestones = r["lr-milestones"].as<std::vector<int64_t>>();
+    if (r.count("lr-milestones")) o.lr_milestones = r["lr-milestones"].as<std::vector<int64_t>>();
     o.lr_gamma = r["lr-gamma"].as<double>();
     o.seed = r["seed"].as<uint64_t>();
     o.threads = r["threads"].as<int>();
