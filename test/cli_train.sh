@@ -48,6 +48,13 @@ done
 check "sgdm sends 4 bytes a parameter" grep -q '"bytes_sent_per_step":940584,' "$work/sgdm.jsonl"
 check "ef-signsgd sends the wire format" grep -q '"bytes_sent_per_step":29420,' "$work/ef-signsgd.jsonl"
 
+# Multi-step schedule: lr x 0.5 from epoch 2 on.
+timeout 240 $mpirun -np 2 "$train" --dataset synthetic --model mlp --epochs 3 --steps-per-epoch 3 \
+  --lr 0.2 --lr-milestones 1,2 --lr-gamma 0.5 --metrics-out "$work/sched.jsonl" >/dev/null 2>&1
+check "schedule: epoch 1 at lr 0.2" grep -q '"epoch":1,"lr":0.2,' "$work/sched.jsonl"
+check "schedule: epoch 2 at lr 0.1" grep -q '"epoch":2,"lr":0.1,' "$work/sched.jsonl"
+check "schedule: epoch 3 at lr 0.05" grep -q '"epoch":3,"lr":0.05,' "$work/sched.jsonl"
+
 "$report" "$work/ef-signsgd.jsonl" "$work/sgdm.jsonl" >"$work/table"
 check "report has one row per run" test "$(grep -c '^| \(ef-signsgd\|sgdm\) ' "$work/table")" -eq 2
 check "report shows the 32.0x ratio" grep -q "32.0x" "$work/table"

@@ -23,6 +23,9 @@ class MpiSession {
   int rank_ = 0, size_ = 1, local_rank_ = 0;
 };
 
+// Rank among the processes on this host (MPI_COMM_TYPE_SHARED); MPI must be up.
+int mpi_local_rank();
+
 // Collectives over a private duplicate of MPI_COMM_WORLD.
 class MpiCommunicator final : public HostCommunicator {
  public:

@@ -16,7 +16,8 @@ struct TrainOptions {
   std::string model = "convnet";
   std::string dataset = "fashion-mnist";
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
-  std::string backend = "mpi";
+  std::string backend = "mpi";    // mpi (CPU tensors) | nccl (one GPU per rank)
+  double comm_timeout_s = 300;    // NCCL watchdog
   int64_t epochs = 1;
   int64_t steps_per_epoch = 0;  // 0: the whole epoch
   int64_t batch_size = 64;      // per rank

@@ -23,10 +23,17 @@ MpiSession::MpiSession(int* argc, char*** argv) {
   EFSIGN_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
   EFSIGN_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
   EFSIGN_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size_));
+  local_rank_ = mpi_local_rank();
+}
+
+int mpi_local_rank() {
+  int rank = 0, local_rank = 0;
+  EFSIGN_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
   MPI_Comm local;
-  EFSIGN_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local));
-  EFSIGN_MPI_CHECK(MPI_Comm_rank(local, &local_rank_));
+  EFSIGN_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &local));
+  EFSIGN_MPI_CHECK(MPI_Comm_rank(local, &local_rank));
   MPI_Comm_free(&local);
+  return local_rank;
 }
 
 MpiSession::~MpiSession() {

@@ -67,6 +67,15 @@ at::Tensor DistributedOptimizer::grad_of(int64_t l) {
 std::unique_ptr<DistributedOptimizer> make_optimizer(std::vector<at::Tensor> params, Communicator& data,
                                                      HostCommunicator& control, const OptimizerConfig& config) {
   if (params.empty()) throw Error("make_optimizer: no parameters");
+  if (params[0].device().is_cuda()) {
+#if defined(EFSIGN_HAVE_CUDA)
+    return detail::make_cuda(std::move(params), data, control, config);
+#else
+    throw UsageError("parameters are on a GPU but efsign was built without CUDA kernels and NCCL");
+#endif
+  }
+  if (data.memory() != MemoryKind::kHost)
+    throw UsageError("host parameters need a host communicator (--backend mpi)");
   if (config.kind == OptimizerKind::kSgdm) return detail::make_sgdm(std::move(params), data, control, config);
   return detail::make_sign(std::move(params), data, control, config);
 }

@@ -9,6 +9,8 @@ namespace efsign::detail {
 
 std::unique_ptr<DistributedOptimizer> make_sgdm(std::vector<at::Tensor> params, Communicator& data,
                                                 HostCommunicator& control, const OptimizerConfig& config);
+std::unique_ptr<DistributedOptimizer> make_cuda(std::vector<at::Tensor> params, Communicator& data,
+                                                HostCommunicator& control, const OptimizerConfig& config);
 std::unique_ptr<DistributedOptimizer> make_sign(std::vector<at::Tensor> params, Communicator& data,
                                                 HostCommunicator& control, const OptimizerConfig& config);
 

@@ -40,7 +40,10 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
     ("model", "mlp | convnet", cxxopts::value<std::string>()->default_value(o.model))
     ("dataset", "fashion-mnist | synthetic", cxxopts::value<std::string>()->default_value(o.dataset))
     ("data-dir", "directory with the IDX files (.gz or raw)", cxxopts::value<std::string>()->default_value(o.data_dir))
-    ("backend", "communication backend: mpi (host buffers)", cxxopts::value<std::string>()->default_value(o.backend))
+    ("backend", "mpi: CPU tensors, MPI collectives | nccl: one GPU per rank (the local rank), fused CUDA "
+                "kernels, NCCL collectives", cxxopts::value<std::string>()->default_value(o.backend))
+    ("comm-timeout", "seconds an NCCL collective may take before the job is aborted (0 = wait forever)",
+       cxxopts::value<double>()->default_value("300"))
     ("epochs", "number of epochs", cxxopts::value<int64_t>()->default_value("1"))
     ("steps-per-epoch", "cap every epoch at N steps (0 = whole epoch), for quick runs",
        cxxopts::value<int64_t>()->default_value("0"))
@@ -82,6 +85,7 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
     o.dataset = r["dataset"].as<std::string>();
     o.data_dir = r["data-dir"].as<std::string>();
     o.backend = r["backend"].as<std::string>();
+    o.comm_timeout_s = r["comm-timeout"].as<double>();
     o.epochs = r["epochs"].as<int64_t>();
     o.steps_per_epoch = r["steps-per-epoch"].as<int64_t>();
     o.batch_size = r["batch-size"].as<int64_t>();
@@ -107,7 +111,9 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
     throw UsageError(fmt::format("unknown model '{}' (choose one of: {})", o.model, fmt::join(models, ", ")));
   if (o.dataset != "fashion-mnist" && o.dataset != "synthetic")
     throw UsageError(fmt::format("unknown dataset '{}' (choose fashion-mnist or synthetic)", o.dataset));
-  if (o.backend != "mpi") throw UsageError(fmt::format("unknown backend '{}' (this build has: mpi)", o.backend));
+  if (o.backend != "mpi" && o.backend != "nccl")
+    throw UsageError(fmt::format("unknown backend '{}' (choose mpi or nccl)", o.backend));
+  if (!(o.comm_timeout_s >= 0)) throw UsageError("--comm-timeout must be >= 0");
   if (o.epochs < 1) throw UsageError(fmt::format("--epochs must be >= 1 (got {})", o.epochs));
   if (o.steps_per_epoch < 0) throw UsageError(fmt::format("--steps-per-epoch must be >= 0 (got {})", o.steps_per_epoch));
   if (o.batch_size < 1) throw UsageError(fmt::format("--batch-size must be >= 1 (got {})", o.batch_size));

@@ -14,7 +14,11 @@
 #include "efsign/error.h"
 #include "efsign/metrics.h"
 #include "efsign/models.h"
+#include "efsign/mpi_communicator.h"
 #include "efsign/optimizer.h"
+#if defined(EFSIGN_HAVE_CUDA)
+#include "efsign/nccl_communicator.h"
+#endif
 
 namespace efsign {
 namespace {
@@ -79,7 +83,8 @@ struct EvalResult {
   double loss = 0, acc = 0;
 };
 
-EvalResult evaluate(Model& model, const Dataset& test, HostCommunicator& comm, int64_t eval_batch) {
+EvalResult evaluate(Model& model, const Dataset& test, HostCommunicator& comm, int64_t eval_batch,
+                    const at::Device& device) {
   torch::NoGradGuard no_grad;
   model.eval();
   double sums[3] = {0, 0, 0};  // loss sum, correct, count
@@ -88,7 +93,8 @@ EvalResult evaluate(Model& model, const Dataset& test, HostCommunicator& comm, i
   for (std::size_t b = 0; b < idx.size(); b += eval_batch) {
     const std::size_t n = std::min<std::size_t>(eval_batch, idx.size() - b);
     Batch batch = make_batch(test, Span<const int64_t>(idx.data() + b, n));
-    at::Tensor logits = model.forward(batch.images);
+    batch.labels = batch.labels.to(device);
+    at::Tensor logits = model.forward(batch.images.to(device));
     sums[0] += torch::nn::functional::cross_entropy(
                    logits, batch.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                    .item<double>();
@@ -137,6 +143,23 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
   model = make_model(o.model, spec);
   broadcast_model(*model, comm);
 
+  // The data plane: the host communicator itself (mpi) or NCCL on this rank's GPU.
+  at::Device device(at::kCPU);
+  std::unique_ptr<Communicator> device_comm;
+  if (o.backend == "nccl") {
+#if defined(EFSIGN_HAVE_CUDA)
+    if (!torch::cuda::is_available())
+      throw UsageError("--backend nccl: this LibTorch has no CUDA support or no GPU is visible");
+    const int local = mpi_local_rank();
+    device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local));
+    device_comm = std::make_unique<NcclCommunicator>(comm, local, o.comm_timeout_s);
+#else
+    throw UsageError("--backend nccl: efsign was built without CUDA kernels and NCCL");
+#endif
+  }
+  model->to(device);
+  Communicator& data_plane = device_comm ? *device_comm : static_cast<Communicator&>(comm);
+
   OptimizerConfig cfg;
   cfg.kind = parse_optimizer(o.optimizer);
   cfg.lr = o.lr.value_or(default_lr(o.optimizer, o.model));
@@ -149,7 +172,7 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
     cfg.isa = codec::Isa::kAvx2;
   }
   const double base_lr = cfg.lr;
-  opt = make_optimizer(model->parameters(), comm, comm, cfg);
+  opt = make_optimizer(model->parameters(), data_plane, comm, cfg);
   const LayerTable& table = opt->layers();
 
   EpochSharder sharder(data.train.size(), world, comm.rank(), o.batch_size, o.seed);
@@ -158,8 +181,9 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
   const bool progress = root && (o.progress == "on" || (o.progress == "auto" && isatty(STDERR_FILENO)));
 
   if (root) {
-    fmt::print("efsign-train: {} ranks, backend {}, optimizer {} (lr {}), model {} ({}), codec {}\n", world,
-               comm.backend(), o.optimizer, cfg.lr, o.model, table.describe(), codec::isa_name(cfg.isa));
+    fmt::print("efsign-train: {} ranks, backend {} on {}, optimizer {} (lr {}), model {} ({}), codec {}\n", world,
+               data_plane.backend(), device.str(), o.optimizer, cfg.lr, o.model, table.describe(),
+               device.is_cuda() ? "cuda" : codec::isa_name(cfg.isa));
     fmt::print("  exchange: {}; {} per rank per step vs {} for an fp32 allreduce ({:.1f}x fewer)\n",
                opt->exchange_name(), human_bytes(static_cast<double>(opt->wire_bytes_per_step())),
                human_bytes(static_cast<double>(table.fp32_bytes())),
@@ -185,6 +209,8 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
     for (int64_t step = 0; step < steps; ++step) {
       const std::vector<int64_t> idx = sharder.batch(epoch - 1, step);
       Batch batch = make_batch(data.train, Span<const int64_t>(idx));
+      batch.images = batch.images.to(device);
+      batch.labels = batch.labels.to(device);
       const auto tf = Clock::now();
       model->zero_grad();
       at::Tensor logits = model->forward(batch.images);
@@ -207,7 +233,7 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
     bar.finish();
     double agg[3] = {sums[0], sums[1], images};
     comm.allreduce_sum(Span<double>(agg, 3));
-    const EvalResult ev = evaluate(*model, data.test, comm, o.eval_batch);
+    const EvalResult ev = evaluate(*model, data.test, comm, o.eval_batch, device);
     const double step_ms = train_s * 1e3 / static_cast<double>(steps);
     const double img_s = agg[2] / train_s;
     const double bytes_per_step = epoch_bytes / static_cast<double>(steps);
@@ -262,7 +288,7 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
     metrics.write(JsonLine()
                       .add("event", "summary")
                       .add("world_size", world)
-                      .add("backend", comm.backend())
+                      .add("backend", data_plane.backend())
                       .add("optimizer", o.optimizer)
                       .add("model", o.model)
                       .add("dataset", data.train.name)

@@ -1,0 +1,302 @@
+// efsign-bench-kernels — memory-bandwidth benchmark of the CUDA sign codec.
+//
+// For each case (ResNet-18/CIFAR-100 and VGG-19-BN/CIFAR-10 layer tables; single layers
+// of 1e6 .. 1e9 elements, capped by --max-elements and by free device memory) it times,
+// with CUDA events (warm-up, then the median of --iters runs):
+//   compress      compress_launch with EF state, no weight decay, no momentum:
+//                 reads g and c, writes c and the bits: 12 + 1/8 bytes per parameter.
+//   decode W=2,8  decode_apply_launch on W random messages: reads and writes x, reads
+//                 W bits: 8 + W/8 bytes per parameter.
+//   copy          copy_launch of 1.5 n floats (rounded down to a multiple of 4): reads
+//                 6n and writes 6n bytes, the 12 bytes per parameter compress moves —
+//                 the bandwidth reference.
+// GB/s = analytic bytes / median time; ratio_to_copy = GB/s / copy GB/s (the same copy
+// measurement is the reference for every kernel of a case).
+// Without a CUDA device it prints "no CUDA device: kernel benchmark skipped", exits 0.
+// Exit codes: 0 ok, 1 a CUDA or other error, 2 bad flags.
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <cxxopts.hpp>
+#include <fmt/format.h>
+
+#include "cuda_check.h"
+#include "efsign/error.h"
+#include "efsign/layer_table.h"
+#include "model_tables.h"
+#include "sign_kernels.h"
+
+namespace k = efsign::kernels;
+
+namespace {
+
+// Owns count elements of device memory.
+template <typename T>
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(std::size_t count) {
+    if (count > 0) EFSIGN_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&ptr_), count * sizeof(T)));
+  }
+  ~DeviceBuffer() {
+    if (ptr_) cudaFree(ptr_);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  T* get() const { return ptr_; }
+
+ private:
+  T* ptr_ = nullptr;
+};
+
+class Event {
+ public:
+  Event() { EFSIGN_CUDA_CHECK(cudaEventCreate(&e_)); }
+  ~Event() { cudaEventDestroy(e_); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return e_; }
+
+ private:
+  cudaEvent_t e_ = nullptr;
+};
+
+// Fills count elements of dst with copies of a block of random host values.
+template <typename T, typename Gen>
+void fill_device(T* dst, int64_t count, Gen gen) {
+  std::vector<T> block(std::min<int64_t>(count, int64_t{1} << 20));
+  for (auto& v : block) v = gen();
+  for (int64_t done = 0; done < count;) {
+    const int64_t now = std::min<int64_t>(count - done, static_cast<int64_t>(block.size()));
+    EFSIGN_CUDA_CHECK(cudaMemcpy(dst + done, block.data(), now * sizeof(T), cudaMemcpyHostToDevice));
+    done += now;
+  }
+}
+
+// Median time in ms of `iters` runs of fn after `warmup` untimed runs.
+template <typename Fn>
+double median_ms(int warmup, int iters, Fn fn) {
+  for (int i = 0; i < warmup; ++i) fn();
+  EFSIGN_CUDA_CHECK(cudaDeviceSynchronize());
+  Event start, stop;
+  std::vector<double> times;
+  for (int i = 0; i < iters; ++i) {
+    EFSIGN_CUDA_CHECK(cudaEventRecord(start.get(), nullptr));
+    fn();
+    EFSIGN_CUDA_CHECK(cudaEventRecord(stop.get(), nullptr));
+    EFSIGN_CUDA_CHECK(cudaEventSynchronize(stop.get()));
+    float ms = 0.0f;
+    EFSIGN_CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()));
+    times.push_back(ms);
+  }
+  std::sort(times.begin(), times.end());
+  const std::size_t h = times.size() / 2;
+  return times.size() % 2 ? times[h] : 0.5 * (times[h - 1] + times[h]);
+}
+
+struct Case {
+  std::string name;
+  std::vector<int64_t> sizes;
+};
+
+struct Record {
+  std::string case_name, kernel;
+  int64_t elements = 0;
+  int world = 0;
+  double bytes_per_param = 0, time_ms = 0, gbps = 0, copy_gbps = 0;
+};
+
+constexpr int kWorlds[] = {2, 8};
+constexpr int kMaxWorld = 8;
+// Existing public EF-SignSGD implementations materialise signs, errors and scaled
+// updates as full fp32 tensors in separate passes; ~10x our bytes per parameter is an
+// ESTIMATE of that traffic, printed for orientation only, never measured here.
+constexpr double kPublicImplFactor = 10.0;
+
+std::vector<Record> run_case(const Case& c, int warmup, int iters) {
+  const efsign::LayerTable table(c.sizes);
+  const int64_t n = table.total_elements(), L = table.num_layers(), mw = table.message_words();
+  const k::ChunkPlan plan = k::ChunkPlan::build(c.sizes);
+  const int num_chunks = static_cast<int>(plan.chunks.size());
+
+  // grad | state | param, back to back; the copy reads the first 1.5 n floats of the
+  // pool and writes the last 1.5 n.
+  DeviceBuffer<float> pool(3 * n);
+  float* grad = pool.get();
+  float* state = grad + n;
+  float* param = state + n;
+  DeviceBuffer<uint32_t> messages(kMaxWorld * mw);
+  DeviceBuffer<float> prev_scales(L);
+  DeviceBuffer<double> partials(std::max(1, num_chunks));
+  DeviceBuffer<k::Chunk> chunks(plan.chunks.size());
+  DeviceBuffer<int32_t> first(plan.layer_first_chunk.size());
+  DeviceBuffer<k::DeviceLayer> layers(L);
+
+  std::mt19937 rng(42);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  fill_device(pool.get(), 3 * n, [&] { return nd(rng); });
+  fill_device(messages.get(), kMaxWorld * mw, [&] { return static_cast<uint32_t>(rng()); });
+  std::vector<k::DeviceLayer> host(L);
+  for (int64_t l = 0; l < L; ++l) {
+    const int64_t off = table.elem_offset(l);
+    host[l].grad = grad + off;
+    host[l].param = param + off;
+    host[l].state = state + off;
+    host[l].n = table.size(l);
+    host[l].word_offset = table.word_offset(l);
+    host[l].elem_offset = off;
+  }
+  const std::vector<float> scales(L, 0.01f);
+  for (int w = 0; w < kMaxWorld; ++w)  // sane scales in every message
+    EFSIGN_CUDA_CHECK(cudaMemcpy(messages.get() + w * mw + table.total_words(), scales.data(), L * sizeof(float),
+                                 cudaMemcpyHostToDevice));
+  EFSIGN_CUDA_CHECK(cudaMemcpy(prev_scales.get(), scales.data(), L * sizeof(float), cudaMemcpyHostToDevice));
+  EFSIGN_CUDA_CHECK(cudaMemcpy(layers.get(), host.data(), L * sizeof(k::DeviceLayer), cudaMemcpyHostToDevice));
+  EFSIGN_CUDA_CHECK(cudaMemcpy(chunks.get(), plan.chunks.data(), plan.chunks.size() * sizeof(k::Chunk),
+                               cudaMemcpyHostToDevice));
+  EFSIGN_CUDA_CHECK(cudaMemcpy(first.get(), plan.layer_first_chunk.data(),
+                               plan.layer_first_chunk.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+
+  const double elements = static_cast<double>(n);
+  auto gbps = [&](double bytes_per_param, double ms) { return bytes_per_param * elements / (ms * 1e6); };
+  std::vector<Record> out;
+
+  const int64_t copy_n = (3 * n / 2) & ~int64_t{3};  // a multiple of 4: both ends 16-byte aligned (float4 path)
+  const double copy_ms = median_ms(warmup, iters, [&] { k::copy_launch(grad, grad + copy_n, copy_n, nullptr); });
+  const double copy_bpp = 8.0 * static_cast<double>(copy_n) / elements;
+  const double copy_gbps = gbps(copy_bpp, copy_ms);
+  out.push_back({c.name, "copy", n, 0, copy_bpp, copy_ms, copy_gbps, copy_gbps});
+
+  k::CompressConfig cc;
+  cc.lr = 0.01f;
+  const double compress_ms = median_ms(warmup, iters, [&] {
+    k::compress_launch(layers.get(), static_cast<int>(L), chunks.get(), num_chunks, first.get(), table.total_words(),
+                       cc, prev_scales.get(), partials.get(), messages.get(), nullptr);
+  });
+  const double compress_bpp = 12.0 + 1.0 / 8.0;
+  out.push_back({c.name, "compress", n, 1, compress_bpp, compress_ms, gbps(compress_bpp, compress_ms), copy_gbps});
+
+  for (int world : kWorlds) {
+    const double ms = median_ms(warmup, iters, [&] {
+      k::decode_apply_launch(layers.get(), static_cast<int>(L), chunks.get(), num_chunks, messages.get(), world, mw,
+                             table.total_words(), nullptr);
+    });
+    const double bpp = 8.0 + world / 8.0;
+    out.push_back({c.name, "decode_apply", n, world, bpp, ms, gbps(bpp, ms), copy_gbps});
+  }
+  EFSIGN_CUDA_CHECK(cudaDeviceSynchronize());
+  return out;
+}
+
+void print_table(const std::vector<Record>& records) {
+  fmt::print("{:<20} {:<13} {:>13} {:>5} {:>8} {:>11} {:>9} {:>9} {:>7} {:>14}\n", "case", "kernel", "elements",
+             "W", "B/param", "median ms", "GB/s", "copy GB/s", "ratio", "public est B/p");
+  for (const Record& r : records) {
+    const bool copy = r.kernel == "copy";
+    fmt::print("{:<20} {:<13} {:>13} {:>5} {:>8.3f} {:>11.4f} {:>9.1f} {:>9.1f} {:>7.3f} {:>14}\n", r.case_name,
+               r.kernel, r.elements, r.world, r.bytes_per_param, r.time_ms, r.gbps, r.copy_gbps, r.gbps / r.copy_gbps,
+               copy ? std::string("-") : fmt::format("{:.1f}", kPublicImplFactor * r.bytes_per_param));
+  }
+  fmt::print("public est B/p: an ESTIMATE (10x our bytes per parameter) for existing public implementations, "
+             "not a measurement.\n");
+}
+
+void write_json(const std::string& path, const std::vector<Record>& records) {
+  std::ofstream f(path);
+  if (!f) throw efsign::InputError("cannot write " + path);
+  f << "[\n";
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    const Record& r = records[i];
+    f << fmt::format(
+        "  {{\"case\": \"{}\", \"kernel\": \"{}\", \"elements\": {}, \"world\": {}, \"bytes_per_param\": {:.6f}, "
+        "\"time_ms_median\": {:.6f}, \"gbps\": {:.3f}, \"copy_gbps\": {:.3f}, \"ratio_to_copy\": {:.6f}}}{}\n",
+        r.case_name, r.kernel, r.elements, r.world, r.bytes_per_param, r.time_ms, r.gbps, r.copy_gbps,
+        r.gbps / r.copy_gbps, i + 1 < records.size() ? "," : "");
+  }
+  f << "]\n";
+  if (!f) throw efsign::InputError("error writing " + path);
+}
+
+int run(int argc, char** argv) {
+  cxxopts::Options opts("efsign-bench-kernels", "Bandwidth of the CUDA sign-codec kernels against a plain copy");
+  opts.add_options()("json", "write the records to this JSON file", cxxopts::value<std::string>())(
+      "iters", "timed runs per kernel (median reported)", cxxopts::value<int>()->default_value("50"))(
+      "warmup", "untimed runs per kernel first", cxxopts::value<int>()->default_value("5"))(
+      "max-elements", "skip cases with more parameters than this",
+      cxxopts::value<double>()->default_value("1e9"))("h,help", "show this help");
+  const auto args = opts.parse(argc, argv);
+  if (args.count("help")) {
+    std::cout << opts.help() << "\n";
+    return 0;
+  }
+  const int iters = args["iters"].as<int>(), warmup = args["warmup"].as<int>();
+  const double max_elements = args["max-elements"].as<double>();
+  if (iters < 1 || warmup < 0 || !(max_elements >= 1)) throw efsign::UsageError("need --iters >= 1, --warmup >= 0, --max-elements >= 1");
+
+  int devices = 0;
+  const cudaError_t rc = cudaGetDeviceCount(&devices);
+  if (rc != cudaSuccess || devices == 0) {
+    std::cout << "no CUDA device: kernel benchmark skipped ("
+              << (rc != cudaSuccess ? cudaGetErrorString(rc) : "0 devices") << ")\n";
+    return 0;
+  }
+  cudaDeviceProp prop{};
+  EFSIGN_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  fmt::print("device 0: {} ({} SMs, {:.1f} GiB)\n", prop.name, prop.multiProcessorCount,
+             static_cast<double>(prop.totalGlobalMem) / (1 << 30));
+
+  std::vector<Case> cases{{"resnet18-cifar100", k::resnet18_cifar_sizes(100)},
+                          {"vgg19bn-cifar10", k::vgg19_bn_cifar_sizes(10)}};
+  int64_t layer_n = 1000000;
+  for (int e = 6; e <= 9; ++e, layer_n *= 10) cases.push_back({fmt::format("layer-1e{}", e), {layer_n}});
+
+  std::vector<Record> records;
+  for (const Case& c : cases) {
+    const int64_t n = std::accumulate(c.sizes.begin(), c.sizes.end(), int64_t{0});
+    if (static_cast<double>(n) > max_elements) {
+      fmt::print("{}: {} elements > --max-elements, skipped\n", c.name, n);
+      continue;
+    }
+    size_t free_bytes = 0, total_bytes = 0;
+    EFSIGN_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    const double need = 12.0 * n + kMaxWorld * (n / 8.0 + 4.0 * c.sizes.size()) + (64 << 20);
+    if (need > 0.95 * static_cast<double>(free_bytes)) {
+      fmt::print("{}: needs {:.1f} GiB of device memory, {:.1f} GiB free, skipped\n", c.name, need / (1 << 30),
+                 static_cast<double>(free_bytes) / (1 << 30));
+      continue;
+    }
+    const auto r = run_case(c, warmup, iters);
+    records.insert(records.end(), r.begin(), r.end());
+  }
+  print_table(records);
+  if (args.count("json")) {
+    write_json(args["json"].as<std::string>(), records);
+    fmt::print("wrote {}\n", args["json"].as<std::string>());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const cxxopts::exceptions::exception& e) {
+    std::cerr << "efsign-bench-kernels: " << e.what() << "\n";
+    return 2;
+  } catch (const efsign::UsageError& e) {
+    std::cerr << "efsign-bench-kernels: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "efsign-bench-kernels: " << e.what() << "\n";
+    return 1;
+  }
+}
