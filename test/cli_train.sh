@@ -48,6 +48,14 @@ done
 check "sgdm sends 4 bytes a parameter" grep -q '"bytes_sent_per_step":940584,' "$work/sgdm.jsonl"
 check "ef-signsgd sends the wire format" grep -q '"bytes_sent_per_step":29420,' "$work/ef-signsgd.jsonl"
 
+# A replica that differs at the end fails the run loudly (exit 1, message on stderr).
+rc=0
+EFSIGN_TEST_DIVERGE_RANK=1 timeout 240 $mpirun -x EFSIGN_TEST_DIVERGE_RANK -np 2 "$train" --dataset synthetic \
+  --model mlp --epochs 1 --steps-per-epoch 3 >"$work/div.out" 2>"$work/div.err" || rc=$?
+check "diverged replicas: exit 1 (got $rc)" test "$rc" -eq 1
+check "diverged replicas: clear message" grep -q "ranks disagree on the parameter checksum" "$work/div.err"
+check "diverged replicas: no 'done' line" test "$(grep -c '^done' "$work/div.out")" -eq 0
+
 # Multi-step schedule: lr x 0.5 from epoch 2 on.
 timeout 240 $mpirun -np 2 "$train" --dataset synthetic --model mlp --epochs 3 --steps-per-epoch 3 \
   --lr 0.2 --lr-milestones 1,2 --lr-gamma 0.5 --metrics-out "$work/sched.jsonl" >/dev/null 2>&1

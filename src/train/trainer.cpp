@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <iostream>
 
@@ -269,6 +270,12 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
   }
 
   // ---- Every replica must hold the same bytes.
+  // Test-only hook (test/cli_train.sh): EFSIGN_TEST_DIVERGE_RANK=r nudges rank r's
+  // first parameter so that the check below must fail.
+  if (const char* r = std::getenv("EFSIGN_TEST_DIVERGE_RANK"); r && std::atoi(r) == comm.rank()) {
+    torch::NoGradGuard no_grad;
+    model->parameters()[0].view(-1)[0].add_(1e-3);
+  }
   const uint64_t sum = model_checksum(*model);
   try {
     agree_or_throw(comm, sum, "the parameter checksum after training (replicas diverged)");

@@ -1,0 +1,322 @@
+// efsign-bench: measurements a user needs to decide whether efsign pays off.
+//
+//   mpirun -np W efsign-bench comm [-b 1e3] [-e 1e8] [-f 10] [--iters 20] [--warmup 3] [--json F]
+//     For each gradient size d (one layer): fp32 allreduce of d floats; the compressed
+//     exchange end to end (EF compress + allgather + decode-average-apply); the
+//     allgather of the compressed message alone. Bandwidths as nccl-tests defines them:
+//       allreduce: S = 4d bytes,        algbw = S / t, busbw = algbw * 2(W-1)/W
+//       allgather: S = W * message,     algbw = S / t, busbw = algbw * (W-1)/W
+//     (the compressed row uses the allgather's S). Every size is checked once, untimed:
+//     allreduce inputs are small integers (exact sums); the compressed result must equal,
+//     bit for bit, a local decode of every rank's message rebuilt from its seed. Wrong
+//     elements are counted and printed, never hidden.
+//
+//   mpirun -np W efsign-bench step [--model convnet] [--batch-size 64] [--steps 30] [--json F]
+//     Per-step time split into forward+backward, compress, communicate, decode+update,
+//     and images/s, for each optimizer, same model and batch, in one run.
+#include <mpi.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <cxxopts.hpp>
+#include <fmt/format.h>
+
+#include "efsign/error.h"
+#include "efsign/layer_table.h"
+#include "efsign/metrics.h"
+#include "efsign/models.h"
+#include "efsign/mpi_communicator.h"
+#include "efsign/optimizer.h"
+#include "efsign/sign_codec.h"
+
+using namespace efsign;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Timing {
+  double median = 0, min = 0, max = 0;
+};
+
+Timing summarize(std::vector<double> ms) {
+  std::sort(ms.begin(), ms.end());
+  return {ms[ms.size() / 2], ms.front(), ms.back()};
+}
+
+template <typename Fn>
+Timing time_it(HostCommunicator& comm, int warmup, int iters, Fn&& fn) {
+  for (int i = 0; i < warmup; ++i) fn();
+  std::vector<double> ms;
+  for (int i = 0; i < iters; ++i) {
+    comm.barrier();
+    const auto t0 = Clock::now();
+    fn();
+    // The slowest rank defines the collective's time.
+    double t = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    double all = t;
+    MPI_Allreduce(&t, &all, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    ms.push_back(all);
+  }
+  return summarize(ms);
+}
+
+// Rank r's gradient for the compressed check: a function of (r, i) alone.
+void fill_grad(std::vector<float>& g, int rank) {
+  std::mt19937 rng(1234 + rank);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (auto& v : g) v = nd(rng);
+}
+
+int run_comm(int argc, char** argv, MpiCommunicator& comm) {
+  cxxopts::Options spec("efsign-bench comm", "compressed exchange vs fp32 allreduce, size sweep");
+  spec.add_options()("b,begin", "first size (elements)", cxxopts::value<double>()->default_value("1e3"))(
+      "e,end", "last size (elements)", cxxopts::value<double>()->default_value("1e8"))(
+      "f,factor", "size multiplier", cxxopts::value<double>()->default_value("10"))(
+      "iters", "timed iterations", cxxopts::value<int>()->default_value("20"))(
+      "warmup", "untimed iterations", cxxopts::value<int>()->default_value("3"))(
+      "json", "write records here (rank 0)", cxxopts::value<std::string>()->default_value(""))("h,help", "help");
+  auto r = spec.parse(argc, argv);
+  if (r.count("help")) {
+    if (comm.rank() == 0) fmt::print("{}", spec.help());
+    return 0;
+  }
+  const double begin = r["begin"].as<double>(), end = r["end"].as<double>(), factor = r["factor"].as<double>();
+  const int iters = r["iters"].as<int>(), warmup = r["warmup"].as<int>();
+  if (!(begin >= 1 && end >= begin && factor > 1 && iters >= 1 && warmup >= 0))
+    throw UsageError("need 1 <= begin <= end, factor > 1, iters >= 1, warmup >= 0");
+  const int W = comm.size();
+  const bool root = comm.rank() == 0;
+  std::ofstream json;
+  if (root && !r["json"].as<std::string>().empty()) {
+    json.open(r["json"].as<std::string>());
+    if (!json) throw InputError("cannot open the --json file for writing");
+  }
+  const codec::Isa isa = codec::best_isa();
+  if (root) {
+    fmt::print("# efsign-bench comm: {} ranks, backend {}, codec {}, {} iterations after {} warm-up\n", W,
+               comm.backend(), codec::isa_name(isa), iters, warmup);
+    fmt::print("# allreduce: S = 4d, busbw = algbw * 2(W-1)/W;  allgather/compressed: S = W * message, "
+               "busbw = algbw * (W-1)/W\n");
+    fmt::print("{:>11} {:>12} {:>13} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8} {:>7}\n", "elements", "method",
+               "bytes/rank", "median ms", "min ms", "max ms", "algbw", "busbw", "speedup", "wrong");
+  }
+  for (double dd = begin; dd <= end * 1.0000001; dd *= factor) {
+    const int64_t d = static_cast<int64_t>(std::llround(dd));
+    LayerTable table({d});
+    std::vector<float> flat(d), grad(d), state(d, 0.0f), param(d, 0.0f);
+    std::vector<uint32_t> send(table.message_words()), recv(W * table.message_words());
+    fill_grad(grad, comm.rank());
+    float prev_scale = 0.0f;
+    auto compress = [&] {
+      codec::LayerBuffers b;
+      b.grad = Span<const float>(grad);
+      b.state = Span<float>(state);
+      b.prev_scale = prev_scale;
+      b.words = Span<uint32_t>(send.data(), table.words(0));
+      codec::CompressParams cp;
+      cp.lr = 0.01f;
+      prev_scale = codec::compress_layer(b, cp, isa);
+      std::memcpy(&send[table.scale_offset_words()], &prev_scale, 4);
+    };
+    auto allgather = [&] {
+      comm.allgather(as_bytes(Span<const uint32_t>(send)), as_writable_bytes(Span<uint32_t>(recv)));
+    };
+    // ---- correctness, untimed.
+    int64_t wrong_ar = 0, wrong_c = 0;
+    for (int64_t i = 0; i < d; ++i) flat[i] = static_cast<float>((i % 7) + comm.rank());
+    comm.allreduce_sum(Span<float>(flat));
+    for (int64_t i = 0; i < d; ++i)
+      wrong_ar += flat[i] != static_cast<float>(W * (i % 7) + W * (W - 1) / 2);
+    compress();
+    allgather();
+    std::vector<float> got(d, 0.0f), want(d, 0.0f);
+    codec::decode_average_apply(Span<const uint32_t>(recv), W, table, 0, Span<float>(got), isa);
+    {  // Rebuild every rank's first message from its seed, decode with the portable path.
+      std::vector<uint32_t> msgs(W * table.message_words());
+      std::vector<float> g(d), st(d);
+      for (int w = 0; w < W; ++w) {
+        fill_grad(g, w);
+        std::fill(st.begin(), st.end(), 0.0f);
+        codec::LayerBuffers b;
+        b.grad = Span<const float>(g);
+        b.state = Span<float>(st);
+        b.words = Span<uint32_t>(msgs.data() + w * table.message_words(), table.words(0));
+        codec::CompressParams cp;
+        cp.lr = 0.01f;
+        const float s = codec::compress_layer(b, cp, codec::Isa::kPortable);
+        std::memcpy(&msgs[w * table.message_words() + table.scale_offset_words()], &s, 4);
+      }
+      codec::decode_average_apply(Span<const uint32_t>(msgs), W, table, 0, Span<float>(want), codec::Isa::kPortable);
+    }
+    for (int64_t i = 0; i < d; ++i) wrong_c += std::memcmp(&got[i], &want[i], 4) != 0;
+
+    // ---- timed.
+    const Timing t_ar = time_it(comm, warmup, iters, [&] { comm.allreduce_sum(Span<float>(flat)); });
+    const Timing t_ag = time_it(comm, warmup, iters, allgather);
+    const Timing t_c = time_it(comm, warmup, iters, [&] {
+      compress();
+      allgather();
+      codec::decode_average_apply(Span<const uint32_t>(recv), W, table, 0, Span<float>(param), isa);
+    });
+    if (root) {
+      const double s_ar = 4.0 * d, s_ag = static_cast<double>(W) * table.message_bytes();
+      struct Row {
+        const char* method;
+        int64_t bytes;
+        Timing t;
+        double size, busfactor;
+        int64_t wrong;
+      };
+      const Row rows[] = {{"fp32-allreduce", 4 * d, t_ar, s_ar, 2.0 * (W - 1) / W, wrong_ar},
+                          {"compressed", table.message_bytes(), t_c, s_ag, (W - 1.0) / W, wrong_c},
+                          {"allgather", table.message_bytes(), t_ag, s_ag, (W - 1.0) / W, 0}};
+      for (const Row& row : rows) {
+        const double algbw = row.size / (row.t.median * 1e-3) / 1e9;  // GB/s
+        const double speedup = t_ar.median / row.t.median;
+        fmt::print("{:>11} {:>12} {:>13} {:>10.3f} {:>10.3f} {:>10.3f} {:>9.3f} {:>9.3f} {:>7.2f}x {:>7}\n", d,
+                   row.method, row.bytes, row.t.median, row.t.min, row.t.max, algbw, algbw * row.busfactor,
+                   speedup, row.wrong);
+        if (json.is_open())
+          json << JsonLine()
+                      .add("method", row.method)
+                      .add("elements", d)
+                      .add("world", W)
+                      .add("backend", comm.backend())
+                      .add("bytes_per_rank", row.bytes)
+                      .add("time_ms_median", row.t.median)
+                      .add("time_ms_min", row.t.min)
+                      .add("time_ms_max", row.t.max)
+                      .add("algbw", algbw)
+                      .add("busbw", algbw * row.busfactor)
+                      .add("speedup_vs_fp32", speedup)
+                      .add("wrong", row.wrong)
+                      .str()
+               << "\n";
+      }
+      std::fflush(stdout);
+    }
+    if (wrong_ar || wrong_c) {
+      if (root) fmt::print(stderr, "efsign-bench: WRONG RESULTS at {} elements: allreduce {}, compressed {}\n", d,
+                           wrong_ar, wrong_c);
+    }
+  }
+  return 0;
+}
+
+int run_step(int argc, char** argv, MpiCommunicator& comm) {
+  cxxopts::Options spec("efsign-bench step", "per-step time breakdown for every optimizer");
+  spec.add_options()("model", "mlp | convnet", cxxopts::value<std::string>()->default_value("convnet"))(
+      "batch-size", "per rank", cxxopts::value<int64_t>()->default_value("64"))(
+      "steps", "timed steps per optimizer", cxxopts::value<int>()->default_value("30"))(
+      "warmup", "untimed steps", cxxopts::value<int>()->default_value("3"))(
+      "threads", "intra-op threads per rank", cxxopts::value<int>()->default_value("1"))(
+      "json", "write records here (rank 0)", cxxopts::value<std::string>()->default_value(""))("h,help", "help");
+  auto r = spec.parse(argc, argv);
+  if (r.count("help")) {
+    if (comm.rank() == 0) fmt::print("{}", spec.help());
+    return 0;
+  }
+  const std::string model_name = r["model"].as<std::string>();
+  const int64_t batch = r["batch-size"].as<int64_t>();
+  const int steps = r["steps"].as<int>(), warmup = r["warmup"].as<int>();
+  if (batch < 1 || steps < 1 || warmup < 0) throw UsageError("need --batch-size >= 1, --steps >= 1, --warmup >= 0");
+  at::set_num_threads(std::max(1, r["threads"].as<int>()));
+  const bool root = comm.rank() == 0;
+  std::ofstream json;
+  if (root && !r["json"].as<std::string>().empty()) json.open(r["json"].as<std::string>());
+  if (root) {
+    fmt::print("# efsign-bench step: {} ranks, backend {}, model {}, batch {} per rank, {} steps after {} warm-up "
+               "(ms per step, mean over steps and ranks)\n",
+               comm.size(), comm.backend(), model_name, batch, steps, warmup);
+    fmt::print("{:>11} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12}\n", "optimizer", "fwd+bwd", "compress",
+               "comm", "update", "step ms", "img/s", "bytes/step");
+  }
+  for (const std::string& name : optimizer_names()) {
+    torch::manual_seed(1);
+    auto model = make_model(model_name, ModelSpec{});
+    OptimizerConfig cfg;
+    cfg.kind = parse_optimizer(name);
+    cfg.lr = 1e-3;
+    auto opt = make_optimizer(model->parameters(), comm, comm, cfg);
+    torch::manual_seed(2 + comm.rank());
+    const at::Tensor x = torch::randn({batch, 1, 28, 28});
+    const at::Tensor y = torch::randint(0, 10, {batch});
+    double sums[5] = {0, 0, 0, 0, 0};  // fwd_bwd, compress, comm, update, step
+    for (int s = 0; s < warmup + steps; ++s) {
+      const auto t0 = Clock::now();
+      model->zero_grad();
+      torch::nn::functional::cross_entropy(model->forward(x), y).backward();
+      const double fb = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+      opt->step();
+      const double total = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+      if (s < warmup) continue;
+      const StepStats& st = opt->last_step();
+      sums[0] += fb;
+      sums[1] += st.compress_ms;
+      sums[2] += st.comm_ms;
+      sums[3] += st.update_ms;
+      sums[4] += total;
+    }
+    comm.allreduce_sum(Span<double>(sums, 5));
+    for (double& v : sums) v /= static_cast<double>(steps) * comm.size();
+    const double img_s = 1e3 * static_cast<double>(batch * comm.size()) / sums[4];
+    if (root) {
+      fmt::print("{:>11} {:>10.2f} {:>10.2f} {:>10.2f} {:>10.2f} {:>10.2f} {:>10.0f} {:>12}\n", name, sums[0],
+                 sums[1], sums[2], sums[3], sums[4], img_s, opt->last_step().bytes_sent);
+      if (json.is_open())
+        json << JsonLine()
+                    .add("optimizer", name)
+                    .add("model", model_name)
+                    .add("world", comm.size())
+                    .add("batch_size", batch)
+                    .add("fwd_bwd_ms", sums[0])
+                    .add("compress_ms", sums[1])
+                    .add("comm_ms", sums[2])
+                    .add("update_ms", sums[3])
+                    .add("step_ms", sums[4])
+                    .add("images_per_sec", img_s)
+                    .add("bytes_sent_per_step", opt->last_step().bytes_sent)
+                    .str()
+             << "\n";
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MpiSession mpi(&argc, &argv);
+  const bool root = mpi.world_rank() == 0;
+  const std::string sub = argc > 1 ? argv[1] : "";
+  if (sub != "comm" && sub != "step") {
+    if (root)
+      fmt::print(stderr, "usage: mpirun -np W efsign-bench comm|step [--help]\n"
+                         "  comm: fp32 allreduce vs compressed exchange, size sweep\n"
+                         "  step: per-step time breakdown for every optimizer\n");
+    return sub == "--help" || sub == "-h" ? 0 : 2;
+  }
+  try {
+    MpiCommunicator comm;
+    return sub == "comm" ? run_comm(argc - 1, argv + 1, comm) : run_step(argc - 1, argv + 1, comm);
+  } catch (const cxxopts::exceptions::exception& e) {
+    if (root) fmt::print(stderr, "efsign-bench: error: {}\n", e.what());
+    return 2;
+  } catch (const UsageError& e) {
+    if (root) fmt::print(stderr, "efsign-bench: error: {}\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "efsign-bench: fatal ({}): {}\n", where_am_i(), e.what());
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    return 1;
+  }
+}

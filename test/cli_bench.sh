@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# efsign-bench under mpirun with 2 ranks: the comm sweep's own correctness check
+# reports no wrong element, JSON has the documented fields; step lists every optimizer.
+#   cli_bench.sh EFSIGN_BENCH "MPIRUN [FLAGS]"
+set -u
+bench=$1
+mpirun=$2
+work=$(mktemp -d /tmp/efsign-bench-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+failures=0
+passed=0
+check() {
+  local name=$1
+  shift
+  if "$@"; then passed=$((passed + 1)); else echo "FAIL $name"; failures=$((failures + 1)); fi
+}
+rc=0
+timeout 120 $mpirun -np 2 "$bench" comm -b 31 -e 31000 -f 10 --iters 3 --warmup 1 --json "$work/comm.jsonl" \
+  >"$work/comm.out" 2>&1 || rc=$?
+cat "$work/comm.out"
+check "comm: exit 0" test "$rc" -eq 0
+check "comm: 4 sizes x 3 methods" test "$(wc -l <"$work/comm.jsonl")" -eq 12
+check "comm: no wrong element" test "$(grep -c '"wrong":0}' "$work/comm.jsonl")" -eq 12
+for f in method elements bytes_per_rank time_ms_median algbw busbw wrong; do
+  check "comm: field $f" grep -q "\"$f\":" "$work/comm.jsonl"
+done
+# 31 elements: 1 word + 1 scale = 8 bytes compressed, 124 bytes fp32.
+check "comm: bytes of 31 elements" grep -q '"method":"compressed","elements":31,"world":2,"backend":"mpi","bytes_per_rank":8,' "$work/comm.jsonl"
+rc=0
+timeout 120 $mpirun -np 2 "$bench" step --model mlp --steps 2 --warmup 1 --json "$work/step.jsonl" >"$work/step.out" 2>&1 || rc=$?
+cat "$work/step.out"
+check "step: exit 0" test "$rc" -eq 0
+check "step: one record per optimizer" test "$(wc -l <"$work/step.jsonl")" -eq 4
+rc=0
+"$bench" nonsense >/dev/null 2>&1 || rc=$?
+check "unknown subcommand: exit 2" test "$rc" -eq 2
+echo "$passed passed, $failures failed"
+[[ $failures -eq 0 ]]
