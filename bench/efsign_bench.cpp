@@ -11,6 +11,11 @@
 //     bit for bit, a local decode of every rank's message rebuilt from its seed. Wrong
 //     elements are counted and printed, never hidden.
 //
+//   efsign-bench codec [--model resnet18|vgg19] [--world 2] [--iters 20] [--json F]
+//     The CPU codec on a real model's layer table, against a memcpy of the same
+//     gradient measured in the same run: compress (EF, one pass), decode-average-apply
+//     of `world` messages, and both, for every codec path this CPU has.
+//
 //   mpirun -np W efsign-bench step [--model convnet] [--batch-size 64] [--steps 30] [--json F]
 //     Per-step time split into forward+backward, compress, communicate, decode+update,
 //     and images/s, for each optimizer, same model and batch, in one run.
@@ -36,6 +41,7 @@
 #include "efsign/mpi_communicator.h"
 #include "efsign/optimizer.h"
 #include "efsign/sign_codec.h"
+#include "model_tables.h"
 
 using namespace efsign;
 using Clock = std::chrono::steady_clock;
@@ -211,6 +217,110 @@ int run_comm(int argc, char** argv, MpiCommunicator& comm) {
   return 0;
 }
 
+
+int run_codec(int argc, char** argv, MpiCommunicator& comm) {
+  cxxopts::Options spec("efsign-bench codec", "CPU codec throughput vs memcpy, one process");
+  spec.add_options()("model", "resnet18 (CIFAR-100) | vgg19 (CIFAR-10)",
+                     cxxopts::value<std::string>()->default_value("resnet18"))(
+      "world", "messages to decode", cxxopts::value<int>()->default_value("2"))(
+      "iters", "timed iterations", cxxopts::value<int>()->default_value("20"))(
+      "warmup", "untimed iterations", cxxopts::value<int>()->default_value("3"))(
+      "json", "write records here", cxxopts::value<std::string>()->default_value(""))("h,help", "help");
+  auto r = spec.parse(argc, argv);
+  if (r.count("help")) {
+    if (comm.rank() == 0) fmt::print("{}", spec.help());
+    return 0;
+  }
+  const std::string model = r["model"].as<std::string>();
+  const int W = r["world"].as<int>(), iters = r["iters"].as<int>(), warmup = r["warmup"].as<int>();
+  if (model != "resnet18" && model != "vgg19") throw UsageError("--model must be resnet18 or vgg19");
+  if (W < 1 || iters < 1 || warmup < 0) throw UsageError("need --world >= 1, --iters >= 1, --warmup >= 0");
+  if (comm.rank() != 0) return 0;  // a single-process measurement
+  const LayerTable table(model == "resnet18" ? kernels::resnet18_cifar_sizes(100) : kernels::vgg19_bn_cifar_sizes(10));
+  const int64_t d = table.total_elements();
+  std::vector<float> grad(d), state(d, 0.0f), param(d, 0.0f), dst(d);
+  fill_grad(grad, 0);
+  std::vector<uint32_t> msgs(W * table.message_words());
+  std::vector<float> prev(table.num_layers(), 0.0f);
+  auto timed = [&](auto&& fn) {
+    for (int i = 0; i < warmup; ++i) fn();
+    std::vector<double> ms;
+    for (int i = 0; i < iters; ++i) {
+      const auto t0 = Clock::now();
+      fn();
+      ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    }
+    return summarize(ms);
+  };
+  std::ofstream json;
+  if (!r["json"].as<std::string>().empty()) json.open(r["json"].as<std::string>());
+  fmt::print("# efsign-bench codec: {} ({} layers, {} parameters), W = {} messages, median of {} iterations\n", model,
+             table.num_layers(), d, W, iters);
+  fmt::print("{:>9} {:>22} {:>10} {:>10} {:>14}\n", "path", "operation", "median ms", "GB/s*", "x memcpy");
+  const Timing t_copy = timed([&] { std::memcpy(dst.data(), grad.data(), 4 * d); });
+  const double copy_bytes = 8.0 * d;  // read + write
+  fmt::print("{:>9} {:>22} {:>10.3f} {:>10.2f} {:>13.2f}x\n", "-", "memcpy of the gradient", t_copy.median,
+             copy_bytes / (t_copy.median * 1e6), 1.0);
+  std::vector<codec::Isa> isas{codec::Isa::kPortable};
+  if (codec::isa_available(codec::Isa::kAvx2)) isas.push_back(codec::Isa::kAvx2);
+  for (codec::Isa isa : isas) {
+    auto compress = [&] {
+      codec::CompressParams cp;
+      cp.lr = 0.01f;
+      for (int64_t l = 0; l < table.num_layers(); ++l) {
+        const int64_t off = table.elem_offset(l), n = table.size(l);
+        codec::LayerBuffers b;
+        b.grad = Span<const float>(grad.data() + off, n);
+        b.state = Span<float>(state.data() + off, n);
+        b.prev_scale = prev[l];
+        b.words = Span<uint32_t>(msgs.data() + table.word_offset(l), table.words(l));
+        prev[l] = codec::compress_layer(b, cp, isa);
+        std::memcpy(&msgs[table.scale_offset_words() + l], &prev[l], 4);
+      }
+      for (int w = 1; w < W; ++w)  // the other ranks' messages: copies (same cost to decode)
+        std::memcpy(msgs.data() + w * table.message_words(), msgs.data(), table.message_bytes());
+    };
+    auto decode = [&] {
+      for (int64_t l = 0; l < table.num_layers(); ++l)
+        codec::decode_average_apply(Span<const uint32_t>(msgs), W, table, l,
+                                    Span<float>(param.data() + table.elem_offset(l), table.size(l)), isa);
+    };
+    compress();
+    struct Row {
+      const char* op;
+      Timing t;
+      double bytes;
+    };
+    const Row rows[] = {{"compress (EF)", timed(compress), 12.0 * d + d / 8.0},
+                        {"decode-average-apply", timed(decode), 8.0 * d + W * d / 8.0},
+                        {"compress + decode", timed([&] {
+                           compress();
+                           decode();
+                         }),
+                         20.0 * d + (W + 1) * d / 8.0}};
+    for (const Row& row : rows) {
+      const double ratio = row.t.median / t_copy.median;
+      fmt::print("{:>9} {:>22} {:>10.3f} {:>10.2f} {:>13.2f}x\n", codec::isa_name(isa), row.op, row.t.median,
+                 row.bytes / (row.t.median * 1e6), ratio);
+      if (json.is_open())
+        json << JsonLine()
+                    .add("model", model)
+                    .add("path", codec::isa_name(isa))
+                    .add("operation", row.op)
+                    .add("elements", d)
+                    .add("world", W)
+                    .add("time_ms_median", row.t.median)
+                    .add("memcpy_ms_median", t_copy.median)
+                    .add("ratio_to_memcpy", ratio)
+                    .str()
+             << "\n";
+    }
+  }
+  fmt::print("# GB/s*: bytes the operation must touch (compress 12 B + 1/8 per parameter; decode 8 B + W/8)\n"
+             "# divided by its time; memcpy counts read + write.\n");
+  return 0;
+}
+
 int run_step(int argc, char** argv, MpiCommunicator& comm) {
   cxxopts::Options spec("efsign-bench step", "per-step time breakdown for every optimizer");
   spec.add_options()("model", "mlp | convnet", cxxopts::value<std::string>()->default_value("convnet"))(
@@ -298,16 +408,19 @@ int main(int argc, char** argv) {
   MpiSession mpi(&argc, &argv);
   const bool root = mpi.world_rank() == 0;
   const std::string sub = argc > 1 ? argv[1] : "";
-  if (sub != "comm" && sub != "step") {
+  if (sub != "comm" && sub != "step" && sub != "codec") {
     if (root)
-      fmt::print(stderr, "usage: mpirun -np W efsign-bench comm|step [--help]\n"
+      fmt::print(stderr, "usage: mpirun -np W efsign-bench comm|step|codec [--help]\n"
                          "  comm: fp32 allreduce vs compressed exchange, size sweep\n"
+                         "  codec: CPU codec vs memcpy on a real model's layer table\n"
                          "  step: per-step time breakdown for every optimizer\n");
     return sub == "--help" || sub == "-h" ? 0 : 2;
   }
   try {
     MpiCommunicator comm;
-    return sub == "comm" ? run_comm(argc - 1, argv + 1, comm) : run_step(argc - 1, argv + 1, comm);
+    if (sub == "comm") return run_comm(argc - 1, argv + 1, comm);
+    if (sub == "codec") return run_codec(argc - 1, argv + 1, comm);
+    return run_step(argc - 1, argv + 1, comm);
   } catch (const cxxopts::exceptions::exception& e) {
     if (root) fmt::print(stderr, "efsign-bench: error: {}\n", e.what());
     return 2;
