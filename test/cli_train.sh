@@ -56,6 +56,25 @@ check "diverged replicas: exit 1 (got $rc)" test "$rc" -eq 1
 check "diverged replicas: clear message" grep -q "ranks disagree on the parameter checksum" "$work/div.err"
 check "diverged replicas: no 'done' line" test "$(grep -c '^done' "$work/div.out")" -eq 0
 
+# CIFAR-10 in the official binary format (files made here: 40 + 20 records), ResNet-18
+# with BatchNorm and augmentation on 2 ranks: replicas (parameters and the averaged
+# BN statistics) must agree at the end.
+mkdir -p "$work/cifar"
+make_records() {  # make_records FILE COUNT: label byte + 3072 pixel bytes per record
+  for ((i = 0; i < $2; i++)); do printf "\\x0$((i % 10))"; head -c 3072 /dev/urandom; done >"$1"
+}
+for b in 1 2 3 4 5; do make_records "$work/cifar/data_batch_$b.bin" 8; done
+make_records "$work/cifar/test_batch.bin" 20
+rc=0
+timeout 240 $mpirun -np 2 "$train" --dataset cifar10 --data-dir "$work/cifar" --model resnet18 --epochs 1 \
+  --batch-size 4 --steps-per-epoch 2 --metrics-out "$work/cifar.jsonl" >"$work/cifar.out" 2>"$work/cifar.err" || rc=$?
+check "cifar10 + resnet18: exit 0 (got $rc)" test "$rc" -eq 0
+check "cifar10 + resnet18: replicas identical" grep -q "all 2 replicas identical" "$work/cifar.out"
+check "cifar10 + resnet18: augmentation on" grep -q "augmentation: random 32x32 crop" "$work/cifar.out"
+check "cifar10 + resnet18: 11,173,962 parameters" grep -q '"num_params":11173962,' "$work/cifar.jsonl"
+"$train" --model resnet18 --dataset cifar100 --describe >"$work/describe.out"
+check "--describe: ResNet-18 / CIFAR-100 totals 11,220,132" grep -q "62 layers, 11220132 parameters" "$work/describe.out"
+
 # Multi-step schedule: lr x 0.5 from epoch 2 on.
 timeout 240 $mpirun -np 2 "$train" --dataset synthetic --model mlp --epochs 3 --steps-per-epoch 3 \
   --lr 0.2 --lr-milestones 1,2 --lr-gamma 0.5 --metrics-out "$work/sched.jsonl" >/dev/null 2>&1

@@ -40,6 +40,25 @@ at::Tensor read_idx(const std::string& path, int expected_rank);
 // t10k-images-idx3-ubyte(.gz), t10k-labels-idx1-ubyte(.gz) in `dir`.
 DataSplit load_fashion_mnist(const std::string& dir);
 
+// CIFAR binary versions, in `dir` or in its usual subfolder (cifar-10-batches-bin/,
+// cifar-100-binary/). CIFAR-10: data_batch_1..5.bin (train) and test_batch.bin, records
+// of 1 label byte + 3072 pixel bytes (R plane, G plane, B plane; each 32x32 row-major).
+// CIFAR-100: train.bin and test.bin, records of 1 coarse + 1 fine label byte + 3072
+// pixel bytes; the labels are the 100 fine classes. Any whole number of records is
+// accepted (not only the official 10,000 / 50,000). Images uint8 [N, 3, 32, 32],
+// mean (0.4914, 0.4822, 0.4465), std (0.2023, 0.1994, 0.2010).
+DataSplit load_cifar10(const std::string& dir);
+DataSplit load_cifar100(const std::string& dir);
+
+// Training augmentation on uint8 images [B, C, H, W] (before normalisation): per image,
+// a random HxW crop of the image zero-padded by 4 pixels on every side (offsets dy, dx
+// uniform in 0..8), then a horizontal flip with probability 1/2. Draws, per image in
+// order: dy = below(9), dx = below(9), flip = below(2). Returns a new uint8 tensor;
+// deterministic given the generator's state (or the seed).
+class SplitMix64;
+at::Tensor augment_crop_flip(const at::Tensor& images_u8, SplitMix64& rng);
+at::Tensor augment_crop_flip(const at::Tensor& images_u8, uint64_t seed);
+
 // Learnable synthetic images: one random prototype per class plus noise, generated
 // from `seed` alone (identical on every rank and platform).
 DataSplit make_synthetic(int64_t train_size, int64_t test_size, int64_t channels, int64_t height, int64_t width,
@@ -50,6 +69,9 @@ struct Batch {
   at::Tensor labels;  // int64 [B]
 };
 Batch make_batch(const Dataset& data, Span<const int64_t> indices);
+// Float images from uint8 images [B, C, H, W] of `data`'s kind: x / 255, then per channel
+// (x - mean) / std.
+at::Tensor normalize_images(const Dataset& data, const at::Tensor& images_u8);
 
 // Note [sharding]
 //   Each epoch has one permutation of [0, N), seeded by (seed, epoch) and identical on

@@ -15,7 +15,10 @@ struct TrainOptions {
   std::string optimizer = "ef-signsgd";
   std::string model = "convnet";
   std::string dataset = "fashion-mnist";
-  std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  std::string data_dir;           // empty: /usr/share/datasets/fashion-mnist for fashion-mnist
+  int64_t num_classes = 0;        // 0: the data set's (10, or 100 for cifar100)
+  std::string augment = "auto";   // auto (on for cifar) | on | off: random crop (pad 4) + flip
+  bool describe = false;          // print the per-layer table and exit
   std::string backend = "mpi";    // mpi (CPU tensors) | nccl (one GPU per rank)
   double comm_timeout_s = 300;    // NCCL watchdog
   int64_t epochs = 1;

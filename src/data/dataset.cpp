@@ -42,15 +42,18 @@ DataSplit make_synthetic(int64_t train_size, int64_t test_size, int64_t channels
   return s;
 }
 
-Batch make_batch(const Dataset& data, Span<const int64_t> indices) {
-  const int64_t b = static_cast<int64_t>(indices.size());
-  at::Tensor idx = at::from_blob(const_cast<int64_t*>(indices.data()), {b}, at::TensorOptions().dtype(at::kLong));
-  at::Tensor x = data.images.index_select(0, idx).to(at::kFloat).div_(255.0f);
+at::Tensor normalize_images(const Dataset& data, const at::Tensor& images_u8) {
+  at::Tensor x = images_u8.to(at::kFloat).div_(255.0f);
   const int64_t c = data.channels();
   at::Tensor mean = at::from_blob(const_cast<float*>(data.mean.data()), {1, c, 1, 1}, at::kFloat);
   at::Tensor std = at::from_blob(const_cast<float*>(data.std.data()), {1, c, 1, 1}, at::kFloat);
-  x.sub_(mean).div_(std);
-  return {x, data.labels.index_select(0, idx)};
+  return x.sub_(mean).div_(std);
+}
+
+Batch make_batch(const Dataset& data, Span<const int64_t> indices) {
+  const int64_t b = static_cast<int64_t>(indices.size());
+  at::Tensor idx = at::from_blob(const_cast<int64_t*>(indices.data()), {b}, at::TensorOptions().dtype(at::kLong));
+  return {normalize_images(data, data.images.index_select(0, idx)), data.labels.index_select(0, idx)};
 }
 
 }  // namespace efsign

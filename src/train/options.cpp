@@ -37,9 +37,17 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
     ("optimizer", "sgdm (fp32 allreduce + momentum), signsgd (scaled sign, no error feedback), "
                   "signum (sign of momentum), ef-signsgd (sign with error feedback)",
        cxxopts::value<std::string>()->default_value(o.optimizer))
-    ("model", "mlp | convnet", cxxopts::value<std::string>()->default_value(o.model))
-    ("dataset", "fashion-mnist | synthetic", cxxopts::value<std::string>()->default_value(o.dataset))
-    ("data-dir", "directory with the IDX files (.gz or raw)", cxxopts::value<std::string>()->default_value(o.data_dir))
+    ("model", "mlp | convnet | resnet18 | vgg19 (the paper's CIFAR variants)",
+       cxxopts::value<std::string>()->default_value(o.model))
+    ("dataset", "fashion-mnist | synthetic | cifar10 | cifar100 (official binary format)",
+       cxxopts::value<std::string>()->default_value(o.dataset))
+    ("data-dir", "directory with the data files (default for fashion-mnist: /usr/share/datasets/fashion-mnist; "
+                 "required for cifar)", cxxopts::value<std::string>()->default_value(""))
+    ("num-classes", "classes of the model's last layer (default: the data set's)",
+       cxxopts::value<int64_t>()->default_value("0"))
+    ("augment", "random 32x32 crop of the 4-pixel zero-padded image + horizontal flip: auto (on for cifar) | on | off",
+       cxxopts::value<std::string>()->default_value("auto"))
+    ("describe", "print the model's per-layer table (shape, parameters, bytes per step fp32 vs compressed) and exit")
     ("backend", "mpi: CPU tensors, MPI collectives | nccl: one GPU per rank (the local rank), fused CUDA "
                 "kernels, NCCL collectives", cxxopts::value<std::string>()->default_value(o.backend))
     ("comm-timeout", "seconds an NCCL collective may take before the job is aborted (0 = wait forever)",
@@ -84,6 +92,9 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
     o.model = r["model"].as<std::string>();
     o.dataset = r["dataset"].as<std::string>();
     o.data_dir = r["data-dir"].as<std::string>();
+    o.num_classes = r["num-classes"].as<int64_t>();
+    o.augment = r["augment"].as<std::string>();
+    o.describe = r.count("describe") > 0;
     o.backend = r["backend"].as<std::string>();
     o.comm_timeout_s = r["comm-timeout"].as<double>();
     o.epochs = r["epochs"].as<int64_t>();
@@ -109,8 +120,16 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
   const auto models = model_names();
   if (std::find(models.begin(), models.end(), o.model) == models.end())
     throw UsageError(fmt::format("unknown model '{}' (choose one of: {})", o.model, fmt::join(models, ", ")));
-  if (o.dataset != "fashion-mnist" && o.dataset != "synthetic")
-    throw UsageError(fmt::format("unknown dataset '{}' (choose fashion-mnist or synthetic)", o.dataset));
+  if (o.dataset != "fashion-mnist" && o.dataset != "synthetic" && o.dataset != "cifar10" && o.dataset != "cifar100")
+    throw UsageError(fmt::format("unknown dataset '{}' (choose fashion-mnist, synthetic, cifar10 or cifar100)", o.dataset));
+  if (o.data_dir.empty()) {
+    if (o.dataset == "fashion-mnist") o.data_dir = "/usr/share/datasets/fashion-mnist";
+    if ((o.dataset == "cifar10" || o.dataset == "cifar100") && !o.describe)
+      throw UsageError(fmt::format("--dataset {} needs --data-dir (the folder with the official binary files)", o.dataset));
+  }
+  if (o.num_classes < 0 || o.num_classes == 1) throw UsageError("--num-classes must be >= 2");
+  if (o.augment != "auto" && o.augment != "on" && o.augment != "off")
+    throw UsageError(fmt::format("--augment must be auto, on or off (got '{}')", o.augment));
   if (o.backend != "mpi" && o.backend != "nccl")
     throw UsageError(fmt::format("unknown backend '{}' (choose mpi or nccl)", o.backend));
   if (!(o.comm_timeout_s >= 0)) throw UsageError("--comm-timeout must be >= 0");

@@ -56,6 +56,51 @@ void broadcast_model(torch::nn::Module& model, HostCommunicator& comm) {
   for (auto& b : model.buffers()) bcast(b);
 }
 
+// BatchNorm running statistics are computed from each rank's own batches; average
+// every floating-point buffer over the ranks (before evaluation and the final
+// checksum) so that all replicas evaluate, and end, identically.
+void average_buffers(torch::nn::Module& model, HostCommunicator& comm) {
+  if (comm.size() == 1) return;
+  torch::NoGradGuard no_grad;
+  for (auto& b : model.buffers()) {
+    if (!b.is_floating_point()) continue;
+    at::Tensor host = b.to(at::kCPU, at::kDouble).contiguous();
+    comm.allreduce_sum(Span<double>(host.data_ptr<double>(), host.numel()));
+    b.copy_(host.div_(comm.size()).to(b.options()));
+  }
+}
+
+ModelSpec spec_for(const TrainOptions& o) {
+  const bool cifar = o.dataset == "cifar10" || o.dataset == "cifar100";
+  ModelSpec spec{cifar ? 3 : 1, cifar ? 32 : 28, cifar ? 32 : 28, o.dataset == "cifar100" ? 100 : 10};
+  if (o.num_classes > 0) spec.num_classes = o.num_classes;
+  return spec;
+}
+
+void print_description(const TrainOptions& o) {
+  const ModelSpec spec = spec_for(o);
+  torch::manual_seed(o.seed);
+  auto model = make_model(o.model, spec);
+  const auto layers = describe_layers(*model);
+  fmt::print("{} for {}x{}x{} inputs, {} classes: one layer per parameter tensor\n", o.model, spec.channels,
+             spec.height, spec.width, spec.num_classes);
+  fmt::print("{:>4}  {:<36} {:<18} {:>11} {:>12} {:>12}\n", "#", "name", "shape", "parameters", "fp32 B/step",
+             "signs B/step");
+  int64_t total = 0, fp32 = 0, comp = 0;
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const auto& l = layers[i];
+    const int64_t c = 4 * words_for(l.params) + 4;  // words + the layer's scale
+    fmt::print("{:>4}  {:<36} {:<18} {:>11} {:>12} {:>12}\n", i, l.name, fmt::format("{}", fmt::join(l.shape, "x")),
+               l.params, 4 * l.params, c);
+    total += l.params;
+    fp32 += 4 * l.params;
+    comp += c;
+  }
+  fmt::print("total: {} layers, {} parameters; bytes per rank per step: fp32 allreduce {}, packed signs {} "
+             "({:.1f}x fewer)\n",
+             layers.size(), total, fp32, comp, static_cast<double>(fp32) / static_cast<double>(comp));
+}
+
 class ProgressBar {
  public:
   explicit ProgressBar(bool enabled) : enabled_(enabled) {}
@@ -113,6 +158,10 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
   const bool root = comm.rank() == 0;
   const int world = comm.size();
   if (o.threads > 0) at::set_num_threads(o.threads);
+  if (o.describe) {
+    if (root) print_description(o);
+    return {};
+  }
 
   // ---- Set-up. Any rank's failure is everyone's (no rank is left in a collective).
   DataSplit data;
@@ -124,8 +173,16 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
   try {
     if (o.dataset == "fashion-mnist")
       data = load_fashion_mnist(o.data_dir);
+    else if (o.dataset == "cifar10")
+      data = load_cifar10(o.data_dir);
+    else if (o.dataset == "cifar100")
+      data = load_cifar100(o.data_dir);
     else
-      data = make_synthetic(o.synthetic_train, o.synthetic_test, 1, 28, 28, 10, o.seed);
+      data = make_synthetic(o.synthetic_train, o.synthetic_test, 1, 28, 28, o.num_classes > 0 ? o.num_classes : 10,
+                            o.seed);
+    if (o.num_classes > 0 && o.num_classes < data.train.num_classes)
+      throw UsageError(fmt::format("--num-classes {} is less than the {} classes of {}", o.num_classes,
+                                   data.train.num_classes, data.train.name));
     if (root && !o.metrics_out.empty()) metrics = MetricsWriter(o.metrics_out);
   } catch (const UsageError& e) {
     setup_error = e.what();
@@ -140,7 +197,9 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
   }
 
   torch::manual_seed(o.seed);
-  ModelSpec spec{data.train.channels(), data.train.height(), data.train.width(), data.train.num_classes};
+  ModelSpec spec{data.train.channels(), data.train.height(), data.train.width(),
+                 o.num_classes > 0 ? o.num_classes : data.train.num_classes};
+  const bool augment = o.augment == "on" || (o.augment == "auto" && data.train.name.rfind("cifar", 0) == 0);
   model = make_model(o.model, spec);
   broadcast_model(*model, comm);
 
@@ -191,6 +250,7 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
                static_cast<double>(table.fp32_bytes()) / static_cast<double>(opt->wire_bytes_per_step()));
     fmt::print("  data: {} ({} train, {} test), {} steps/epoch of {} x {} images\n", data.train.name,
                data.train.size(), data.test.size(), steps, world, o.batch_size);
+    if (augment) fmt::print("  augmentation: random 32x32 crop of the 4-pixel zero-padded image + horizontal flip\n");
     std::fflush(stdout);
   }
 
@@ -209,7 +269,17 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
     const auto t0 = Clock::now();
     for (int64_t step = 0; step < steps; ++step) {
       const std::vector<int64_t> idx = sharder.batch(epoch - 1, step);
-      Batch batch = make_batch(data.train, Span<const int64_t>(idx));
+      Batch batch;
+      {
+        at::Tensor ix = at::from_blob(const_cast<int64_t*>(idx.data()), {static_cast<int64_t>(idx.size())},
+                                      at::TensorOptions().dtype(at::kLong));
+        at::Tensor u8 = data.train.images.index_select(0, ix);
+        if (augment)  // a seed per (run, epoch, step, rank): reproducible and different everywhere
+          u8 = augment_crop_flip(u8, SplitMix64(o.seed ^ (static_cast<uint64_t>(epoch) << 40) ^
+                                                (static_cast<uint64_t>(step) << 16) ^ comm.rank())
+                                         .next());
+        batch = {normalize_images(data.train, u8), data.train.labels.index_select(0, ix)};
+      }
       batch.images = batch.images.to(device);
       batch.labels = batch.labels.to(device);
       const auto tf = Clock::now();
@@ -234,6 +304,7 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
     bar.finish();
     double agg[3] = {sums[0], sums[1], images};
     comm.allreduce_sum(Span<double>(agg, 3));
+    average_buffers(*model, comm);
     const EvalResult ev = evaluate(*model, data.test, comm, o.eval_batch, device);
     const double step_ms = train_s * 1e3 / static_cast<double>(steps);
     const double img_s = agg[2] / train_s;
@@ -298,7 +369,7 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
                       .add("backend", data_plane.backend())
                       .add("optimizer", o.optimizer)
                       .add("model", o.model)
-                      .add("dataset", data.train.name)
+                .add("dataset", data.train.name)
                       .add("epochs", o.epochs)
                       .add("batch_size", o.batch_size)
                       .add("lr", base_lr)
