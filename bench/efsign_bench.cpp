@@ -16,6 +16,10 @@
 //     gradient measured in the same run: compress (EF, one pass), decode-average-apply
 //     of `world` messages, and both, for every codec path this CPU has.
 //
+//   efsign-bench loader [--dataset synthetic|cifar10|cifar100] [--data-dir D] [--model resnet18]
+//     Images/s of the input pipeline alone (gather, crop+flip, normalise) against
+//     images/s of forward+backward of the model on the same batches, one process.
+//
 //   mpirun -np W efsign-bench step [--model convnet] [--batch-size 64] [--steps 30] [--json F]
 //     Per-step time split into forward+backward, compress, communicate, decode+update,
 //     and images/s, for each optimizer, same model and batch, in one run.
@@ -34,6 +38,7 @@
 #include <cxxopts.hpp>
 #include <fmt/format.h>
 
+#include "efsign/data.h"
 #include "efsign/error.h"
 #include "efsign/layer_table.h"
 #include "efsign/metrics.h"
@@ -321,6 +326,66 @@ int run_codec(int argc, char** argv, MpiCommunicator& comm) {
   return 0;
 }
 
+int run_loader(int argc, char** argv, MpiCommunicator& comm) {
+  cxxopts::Options spec("efsign-bench loader", "input pipeline vs training throughput, one process");
+  spec.add_options()("dataset", "synthetic (CIFAR-shaped) | cifar10 | cifar100",
+                     cxxopts::value<std::string>()->default_value("synthetic"))(
+      "data-dir", "CIFAR folder", cxxopts::value<std::string>()->default_value(""))(
+      "model", "model trained on the batches", cxxopts::value<std::string>()->default_value("resnet18"))(
+      "batch-size", "images per batch", cxxopts::value<int64_t>()->default_value("128"))(
+      "batches", "timed batches", cxxopts::value<int>()->default_value("5"))(
+      "threads", "intra-op threads", cxxopts::value<int>()->default_value("1"))("h,help", "help");
+  auto r = spec.parse(argc, argv);
+  if (r.count("help")) {
+    if (comm.rank() == 0) fmt::print("{}", spec.help());
+    return 0;
+  }
+  if (comm.rank() != 0) return 0;
+  const std::string ds = r["dataset"].as<std::string>();
+  const int64_t batch = r["batch-size"].as<int64_t>();
+  const int batches = r["batches"].as<int>();
+  if (batch < 1 || batches < 1) throw UsageError("need --batch-size >= 1 and --batches >= 1");
+  at::set_num_threads(std::max(1, r["threads"].as<int>()));
+  DataSplit data;
+  if (ds == "cifar10") data = load_cifar10(r["data-dir"].as<std::string>());
+  else if (ds == "cifar100") data = load_cifar100(r["data-dir"].as<std::string>());
+  else if (ds == "synthetic") data = make_synthetic(4 * batch * batches, 16, 3, 32, 32, 10, 1);
+  else throw UsageError("--dataset must be synthetic, cifar10 or cifar100");
+  EpochSharder sharder(data.train.size(), 1, 0, batch, 7);
+  auto load = [&](int64_t step) {
+    const auto idx = sharder.batch(0, step % sharder.steps_per_epoch());
+    at::Tensor ix = at::from_blob(const_cast<int64_t*>(idx.data()), {static_cast<int64_t>(idx.size())}, at::kLong);
+    at::Tensor u8 = augment_crop_flip(data.train.images.index_select(0, ix), static_cast<uint64_t>(step));
+    return Batch{normalize_images(data.train, u8), data.train.labels.index_select(0, ix)};
+  };
+  // Loader alone: many batches (it is fast); training: `batches` of them.
+  const int loader_batches = 20 * batches;
+  const auto t0 = Clock::now();
+  for (int b = 0; b < loader_batches; ++b) load(b);
+  const double loader_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  torch::manual_seed(1);
+  auto model = make_model(r["model"].as<std::string>(),
+                          ModelSpec{data.train.channels(), data.train.height(), data.train.width(), data.train.num_classes});
+  std::vector<Batch> ready;
+  for (int b = 0; b < batches; ++b) ready.push_back(load(b));
+  model->zero_grad();
+  torch::nn::functional::cross_entropy(model->forward(ready[0].images), ready[0].labels).backward();  // warm-up
+  const auto t1 = Clock::now();
+  for (auto& bt : ready) {
+    model->zero_grad();
+    torch::nn::functional::cross_entropy(model->forward(bt.images), bt.labels).backward();
+  }
+  const double train_s = std::chrono::duration<double>(Clock::now() - t1).count();
+  const double loader_ips = loader_batches * batch / loader_s, train_ips = batches * batch / train_s;
+  fmt::print("# efsign-bench loader: {} ({} train images), batch {}, {} thread(s)\n", data.train.name,
+             data.train.size(), batch, at::get_num_threads());
+  fmt::print("loader (gather + pad-4 crop + flip + normalise): {:>10.0f} images/s\n", loader_ips);
+  fmt::print("{} forward+backward:                     {:>10.0f} images/s\n", r["model"].as<std::string>(), train_ips);
+  fmt::print("loader / training: {:.1f}x ({})\n", loader_ips / train_ips,
+             loader_ips > 2 * train_ips ? "the loader is not the bottleneck" : "THE LOADER MAY BE A BOTTLENECK");
+  return 0;
+}
+
 int run_step(int argc, char** argv, MpiCommunicator& comm) {
   cxxopts::Options spec("efsign-bench step", "per-step time breakdown for every optimizer");
   spec.add_options()("model", "mlp | convnet", cxxopts::value<std::string>()->default_value("convnet"))(
@@ -408,9 +473,10 @@ int main(int argc, char** argv) {
   MpiSession mpi(&argc, &argv);
   const bool root = mpi.world_rank() == 0;
   const std::string sub = argc > 1 ? argv[1] : "";
-  if (sub != "comm" && sub != "step" && sub != "codec") {
+  if (sub != "comm" && sub != "step" && sub != "codec" && sub != "loader") {
     if (root)
-      fmt::print(stderr, "usage: mpirun -np W efsign-bench comm|step|codec [--help]\n"
+      fmt::print(stderr, "usage: mpirun -np W efsign-bench comm|step|codec|loader [--help]\n"
+                         "  loader: input pipeline vs forward+backward images/s\n"
                          "  comm: fp32 allreduce vs compressed exchange, size sweep\n"
                          "  codec: CPU codec vs memcpy on a real model's layer table\n"
                          "  step: per-step time breakdown for every optimizer\n");
@@ -420,6 +486,7 @@ int main(int argc, char** argv) {
     MpiCommunicator comm;
     if (sub == "comm") return run_comm(argc - 1, argv + 1, comm);
     if (sub == "codec") return run_codec(argc - 1, argv + 1, comm);
+    if (sub == "loader") return run_loader(argc - 1, argv + 1, comm);
     return run_step(argc - 1, argv + 1, comm);
   } catch (const cxxopts::exceptions::exception& e) {
     if (root) fmt::print(stderr, "efsign-bench: error: {}\n", e.what());

@@ -32,6 +32,11 @@ cat "$work/step.out"
 check "step: exit 0" test "$rc" -eq 0
 check "step: one record per optimizer" test "$(wc -l <"$work/step.jsonl")" -eq 4
 rc=0
+timeout 120 "$bench" loader --model mlp --batch-size 32 --batches 2 >"$work/loader.out" 2>&1 || rc=$?
+cat "$work/loader.out"
+check "loader: exit 0" test "$rc" -eq 0
+check "loader: reports both rates" grep -q "loader / training:" "$work/loader.out"
+rc=0
 "$bench" nonsense >/dev/null 2>&1 || rc=$?
 check "unknown subcommand: exit 2" test "$rc" -eq 2
 echo "$passed passed, $failures failed"

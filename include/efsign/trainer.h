@@ -28,6 +28,9 @@ struct TrainOptions {
   double momentum = 0.9;
   double weight_decay = 0.0;
   std::vector<int64_t> lr_milestones;
+  bool reset_state_at_milestones = false;  // the reference code's restart: zero error + momentum
+  std::string preset;                      // see preset_names(); fills flags the user did not give
+  double preset_lr = 0;                    // the preset's lr at a global batch of 128 (0: no preset lr)
   double lr_gamma = 0.1;
   uint64_t seed = 42;
   int threads = 1;
@@ -44,6 +47,14 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
 
 // Learning rate used when --lr is not given (tuned for 1 epoch of Fashion-MNIST).
 double default_lr(const std::string& optimizer, const std::string& model);
+
+// The paper's configurations (section 6, appendix A): resnet18-cifar100, vgg19-cifar10,
+// and convnet-fashion-mnist (this project's quick CPU analogue).
+std::vector<std::string> preset_names();
+// The learning rate a run uses: --lr if given; else the preset's lr scaled by the
+// global batch (W x per-rank batch) / 128, as the paper scales lr with batch size;
+// else default_lr().
+double effective_lr(const TrainOptions& options, int world_size);
 
 struct TrainResult {
   double test_acc = 0, test_loss = 0;

@@ -222,7 +222,7 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
 
   OptimizerConfig cfg;
   cfg.kind = parse_optimizer(o.optimizer);
-  cfg.lr = o.lr.value_or(default_lr(o.optimizer, o.model));
+  cfg.lr = effective_lr(o, world);
   cfg.momentum = o.momentum;
   cfg.weight_decay = o.weight_decay;
   if (o.isa == "portable")
@@ -259,8 +259,13 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
   const auto run_start = Clock::now();
   for (int64_t epoch = 1; epoch <= o.epochs; ++epoch) {
     double lr = base_lr;
-    for (int64_t m : o.lr_milestones)
+    for (int64_t m : o.lr_milestones) {
       if (epoch > m) lr *= o.lr_gamma;
+      if (epoch == m + 1 && o.reset_state_at_milestones) {
+        opt->reset_state();
+        if (root) fmt::print("  milestone {}: optimizer state (error feedback, momentum) reset\n", m);
+      }
+    }
     opt->set_lr(lr);
     model->train();
     ProgressBar bar(progress);
