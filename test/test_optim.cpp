@@ -10,9 +10,11 @@
 #include "efsign/error.h"
 #include "efsign/models.h"
 #include "efsign/optimizer.h"
-#include "test_util.h"
+#include "test_torch_util.h"
 
 using namespace efsign;
+using efsign::test::bytes_of;
+using efsign::test::same_on_all_ranks;
 
 namespace {
 
@@ -34,26 +36,6 @@ OptimizerConfig config(OptimizerKind kind, double lr, double momentum = 0.9, dou
 
 void set_grad(at::Tensor& p, const at::Tensor& g) { p.mutable_grad() = g.clone(); }
 
-std::vector<uint8_t> bytes_of(const std::vector<at::Tensor>& ts) {
-  std::vector<uint8_t> out;
-  for (const auto& t : ts) {
-    auto c = t.detach().contiguous();
-    const auto* p = static_cast<const uint8_t*>(c.data_ptr());
-    out.insert(out.end(), p, p + c.numel() * c.element_size());
-  }
-  return out;
-}
-
-// True on every rank iff every rank's bytes equal rank 0's.
-bool same_on_all_ranks(const std::vector<uint8_t>& mine) {
-  auto& comm = test::world();
-  std::vector<uint8_t> all(mine.size() * comm.size());
-  comm.allgather(Span<const std::byte>(reinterpret_cast<const std::byte*>(mine.data()), mine.size()),
-                 Span<std::byte>(reinterpret_cast<std::byte*>(all.data()), all.size()));
-  for (int r = 1; r < comm.size(); ++r)
-    if (std::memcmp(all.data(), all.data() + r * mine.size(), mine.size()) != 0) return false;
-  return true;
-}
 
 }  // namespace
 
