@@ -1,6 +1,7 @@
 // Portable sign codec and the run-time dispatch to the AVX2 path.
 #include "efsign/sign_codec.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -24,33 +25,103 @@ void compress_tail(const ElementOp& op, int64_t begin, int64_t n, uint32_t* word
 
 namespace {
 
+// The portable compress: the same operations as ElementOp, with the optional parts
+// resolved at compile time and the work in blocks of 8 (one L1 lane each) so the
+// compiler can vectorise it without changing any result.
+template <bool kWd, bool kMom, bool kEf>
+void compress_portable_impl(const ElementOp& op, int64_t n, uint32_t* words, L1Lanes& l1) {
+  // Locals, not op's members: stores through float* could alias op's float fields and
+  // would force a reload of every constant on every element.
+  const float* __restrict__ grad = op.grad;
+  const float* __restrict__ param = op.param;
+  float* __restrict__ mom = op.momentum;
+  float* __restrict__ state = op.state;
+  const float lr = op.lr, wd = op.wd, beta = op.beta, pos = op.prev_scale, neg = -op.prev_scale;
+  double lane[8];
+  for (int j = 0; j < 8; ++j) lane[j] = l1.lane[j];
+  const int64_t full = n & ~int64_t{7};
+  for (int64_t i = 0; i < full; i += 8) {
+    float p[8];
+    for (int j = 0; j < 8; ++j) {
+      float g = grad[i + j];
+      if constexpr (kWd) g = g + wd * param[i + j];
+      if constexpr (kMom) {
+        const float m = beta * mom[i + j] + g;
+        mom[i + j] = m;
+        g = m;
+      }
+      float v = lr * g;
+      if constexpr (kEf) {
+        const float c = state[i + j];
+        v = (c - (c >= 0.0f ? pos : neg)) + v;
+        state[i + j] = v;
+      }
+      p[j] = v;
+    }
+    uint32_t bits = 0;
+    for (int j = 0; j < 8; ++j) {
+      bits |= static_cast<uint32_t>(p[j] >= 0.0f) << j;
+      lane[j] += static_cast<double>(std::fabs(p[j]));
+    }
+    words[i >> 5] |= bits << (i & 31);
+  }
+  for (int j = 0; j < 8; ++j) l1.lane[j] = lane[j];
+  compress_tail(op, full, n, words, l1);
+}
+
+void compress_portable(const ElementOp& op, int64_t n, uint32_t* words, L1Lanes& l1) {
+  const int key = (op.param ? 4 : 0) | (op.momentum ? 2 : 0) | (op.state ? 1 : 0);
+  switch (key) {
+    case 0: return compress_portable_impl<false, false, false>(op, n, words, l1);
+    case 1: return compress_portable_impl<false, false, true>(op, n, words, l1);
+    case 2: return compress_portable_impl<false, true, false>(op, n, words, l1);
+    case 3: return compress_portable_impl<false, true, true>(op, n, words, l1);
+    case 4: return compress_portable_impl<true, false, false>(op, n, words, l1);
+    case 5: return compress_portable_impl<true, false, true>(op, n, words, l1);
+    case 6: return compress_portable_impl<true, true, false>(op, n, words, l1);
+    default: return compress_portable_impl<true, true, true>(op, n, words, l1);
+  }
+}
+
+// row[b][j] = bit j of b ? +1.0f : -1.0f.
+struct SignTable {
+  float row[256][8];
+  SignTable() {
+    for (int b = 0; b < 256; ++b)
+      for (int j = 0; j < 8; ++j) row[b][j] = ((b >> j) & 1) ? 1.0f : -1.0f;
+  }
+};
+const SignTable kSignTable;
+
 template <bool kApply>
 void decode_portable(const uint32_t* messages, int world, int64_t message_words, int64_t word_offset,
-                     int64_t scale_index, int64_t n, float* inout) {
-  // Scales of this layer, one per rank, read once.
-  constexpr int kStackRanks = 64;
-  float stack_scales[kStackRanks];
-  std::vector<float> heap_scales;
-  float* scales = stack_scales;
-  if (world > kStackRanks) {
-    heap_scales.resize(world);
-    scales = heap_scales.data();
-  }
-  for (int w = 0; w < world; ++w) scales[w] = bits_to_float(messages[w * message_words + scale_index]);
+                     int64_t scale_index, int64_t n, float* out) {
+  std::vector<float> pos_v(world);
+  for (int w = 0; w < world; ++w) pos_v[w] = bits_to_float(messages[w * message_words + scale_index]);
+  const float* __restrict__ pos = pos_v.data();
+  float* __restrict__ inout = out;
   const float wf = static_cast<float>(world);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t word = word_offset + (i >> 5);
-    const uint32_t bit = 1u << (i & 31);
-    float acc = 0.0f;
-    for (int w = 0; w < world; ++w) {
-      const float s = scales[w];
-      acc += (messages[w * message_words + word] & bit) ? s : -s;
+  for (int64_t base = 0; base < n; base += 32) {
+    const int64_t word = word_offset + (base >> 5);
+    const int64_t count = std::min<int64_t>(32, n - base);
+    float acc[32];
+    for (int j = 0; j < 32; ++j) acc[j] = 0.0f;
+    for (int w = 0; w < world; ++w) {  // rank order 0..W-1
+      const uint32_t bits = messages[w * message_words + word];
+      const float sp = pos[w];
+      // s * (+-1.0f) is exactly +-s, so this equals adding (bit ? s : -s), vectorised.
+      for (int k = 0; k < 4; ++k) {
+        const float* __restrict__ t = kSignTable.row[(bits >> (8 * k)) & 0xffu];
+        for (int j = 0; j < 8; ++j) acc[8 * k + j] += t[j] * sp;
+      }
     }
-    const float d = acc / wf;
-    if constexpr (kApply) {
-      inout[i] = inout[i] - d;
-    } else {
-      inout[i] = d;
+    for (int64_t j = 0; j < count; ++j) {
+      const float d = acc[j] / wf;
+      if constexpr (kApply) {
+        inout[base + j] = inout[base + j] - d;
+      } else {
+        inout[base + j] = d;
+      }
     }
   }
 }
@@ -114,7 +185,7 @@ float compress_layer(const LayerBuffers& buf, const CompressParams& params, Isa 
   } else
 #endif
   {
-    detail::compress_tail(op, 0, n, words, l1);
+    detail::compress_portable(op, n, words, l1);
   }
   if (params.scale_mode == ScaleMode::kFixed) return params.fixed_scale;
   return static_cast<float>(l1.total() / static_cast<double>(n));
