@@ -75,6 +75,18 @@ check "cifar10 + resnet18: 11,173,962 parameters" grep -q '"num_params":11173962
 "$train" --model resnet18 --dataset cifar100 --describe >"$work/describe.out"
 check "--describe: ResNet-18 / CIFAR-100 totals 11,220,132" grep -q "62 layers, 11220132 parameters" "$work/describe.out"
 
+# --check-every: a replica nudged after step 3 is caught at the check after step 4.
+rc=0
+EFSIGN_TEST_DIVERGE_RANK=1 EFSIGN_TEST_DIVERGE_STEP=3 timeout 240 $mpirun -x EFSIGN_TEST_DIVERGE_RANK \
+  -x EFSIGN_TEST_DIVERGE_STEP -np 2 "$train" --dataset synthetic --model mlp --epochs 1 --steps-per-epoch 8 \
+  --check-every 2 >"$work/chk.out" 2>"$work/chk.err" || rc=$?
+check "--check-every: exit 1 (got $rc)" test "$rc" -eq 1
+check "--check-every: names the first differing check" grep -q "checksum after step 4 (replicas diverged)" "$work/chk.err"
+rc=0
+timeout 240 $mpirun -np 2 "$train" --dataset synthetic --model mlp --epochs 1 --steps-per-epoch 4 --check-every 1 \
+  >/dev/null 2>&1 || rc=$?
+check "--check-every 1 on healthy replicas: exit 0 (got $rc)" test "$rc" -eq 0
+
 # Multi-step schedule: lr x 0.5 from epoch 2 on.
 timeout 240 $mpirun -np 2 "$train" --dataset synthetic --model mlp --epochs 3 --steps-per-epoch 3 \
   --lr 0.2 --lr-milestones 1,2 --lr-gamma 0.5 --metrics-out "$work/sched.jsonl" >/dev/null 2>&1

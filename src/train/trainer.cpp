@@ -33,16 +33,29 @@ std::string human_bytes(double b) {
   return fmt::format("{:.0f} B", b);
 }
 
-// Checksum over every parameter and buffer, in registration order.
-uint64_t model_checksum(torch::nn::Module& model) {
+// Checksum over every parameter (and buffer, when asked), in registration order.
+uint64_t model_checksum(torch::nn::Module& model, bool with_buffers) {
   uint64_t h = kFnvOffset;
   auto mix = [&](const at::Tensor& t) {
     at::Tensor c = t.detach().to(at::kCPU).contiguous();
     h = fnv1a(Span<const std::byte>(static_cast<const std::byte*>(c.data_ptr()), c.numel() * c.element_size()), h);
   };
   for (const auto& p : model.parameters()) mix(p);
-  for (const auto& b : model.buffers()) mix(b);
+  if (with_buffers)
+    for (const auto& b : model.buffers()) mix(b);
   return h;
+}
+
+// Test-only hook (test/cli_train.sh): EFSIGN_TEST_DIVERGE_RANK=r nudges rank r's first
+// parameter after global step EFSIGN_TEST_DIVERGE_STEP (default: after the last step),
+// so that a replica check must fail.
+void maybe_diverge_for_test(torch::nn::Module& model, int rank, int64_t step, bool at_end) {
+  const char* r = std::getenv("EFSIGN_TEST_DIVERGE_RANK");
+  if (!r || std::atoi(r) != rank) return;
+  const char* s = std::getenv("EFSIGN_TEST_DIVERGE_STEP");
+  if (s ? std::atoll(s) != step || at_end : !at_end) return;
+  torch::NoGradGuard no_grad;
+  model.parameters()[0].view(-1)[0].add_(1e-3);
 }
 
 // Rank 0's parameters and buffers become everyone's (the seeds already agree; this
@@ -257,6 +270,7 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
   TrainResult result;
   double total_bytes = 0, total_steps = 0, total_train_s = 0, total_images = 0;
   const auto run_start = Clock::now();
+  int64_t global_step = 0;
   for (int64_t epoch = 1; epoch <= o.epochs; ++epoch) {
     double lr = base_lr;
     for (int64_t m : o.lr_milestones) {
@@ -294,6 +308,18 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
       loss.backward();
       fwd_bwd_ms += seconds_since(tf) * 1e3;
       opt->step();
+      ++global_step;
+      maybe_diverge_for_test(*model, comm.rank(), global_step, /*at_end=*/false);
+      if (o.check_every > 0 && global_step % o.check_every == 0) {
+        // Parameters only: BatchNorm statistics are rank-local until the epoch ends.
+        try {
+          agree_or_throw(comm, model_checksum(*model, /*with_buffers=*/false),
+                         fmt::format("the parameter checksum after step {} (replicas diverged)", global_step));
+        } catch (const AgreedError& e) {
+          if (root) metrics.write(JsonLine().add("event", "error").add("step", global_step).add("message", e.what()));
+          throw;
+        }
+      }
       const StepStats& st = opt->last_step();
       compress_ms += st.compress_ms;
       comm_ms += st.comm_ms;
@@ -346,13 +372,8 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
   }
 
   // ---- Every replica must hold the same bytes.
-  // Test-only hook (test/cli_train.sh): EFSIGN_TEST_DIVERGE_RANK=r nudges rank r's
-  // first parameter so that the check below must fail.
-  if (const char* r = std::getenv("EFSIGN_TEST_DIVERGE_RANK"); r && std::atoi(r) == comm.rank()) {
-    torch::NoGradGuard no_grad;
-    model->parameters()[0].view(-1)[0].add_(1e-3);
-  }
-  const uint64_t sum = model_checksum(*model);
+  maybe_diverge_for_test(*model, comm.rank(), global_step, /*at_end=*/true);
+  const uint64_t sum = model_checksum(*model, /*with_buffers=*/true);
   try {
     agree_or_throw(comm, sum, "the parameter checksum after training (replicas diverged)");
   } catch (const AgreedError& e) {
