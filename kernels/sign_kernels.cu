@@ -137,7 +137,8 @@ __global__ void __launch_bounds__(kThreads)
   const double total = block_sum(sum);
   if (threadIdx.x == 0) {
     const int64_t n = layers[l].n;
-    float scale = cfg.fixed_scale_value;
+    // Note [non-finite] (sign_codec.h): a layer with a non-finite p sends a non-finite scale.
+    float scale = isfinite(total) ? cfg.fixed_scale_value : __int_as_float(0x7fc00000);
     if (!cfg.fixed_scale) scale = n > 0 ? static_cast<float>(total / static_cast<double>(n)) : 0.0f;
     message[total_words + l] = __float_as_uint(scale);
     prev_scales[l] = scale;

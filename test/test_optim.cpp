@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 
 #include "efsign/error.h"
@@ -229,4 +230,54 @@ TEST_CASE("a layer table that differs across ranks is an error on every rank", "
   CHECK_THROWS_AS(make_optimizer(params, comm, comm, config(OptimizerKind::kEfSignSgd, 0.1)), AgreedError);
   auto same = make_params({100, 8}, 1);
   CHECK_NOTHROW(make_optimizer(same, comm, comm, config(OptimizerKind::kEfSignSgd, 0.1)));
+}
+
+TEST_CASE("a NaN in one rank's gradient: every rank skips the step, replicas stay identical", "[mpi][optim]") {
+  auto& comm = test::world();
+  for (auto kind : {OptimizerKind::kSgdm, OptimizerKind::kSignSgd, OptimizerKind::kSignum, OptimizerKind::kEfSignSgd}) {
+    INFO("optimizer " << optimizer_name(kind));
+    torch::manual_seed(5);
+    auto model = make_model("mlp", ModelSpec{});
+    auto opt = make_optimizer(model->parameters(), comm, comm, config(kind, 0.01));
+    torch::manual_seed(100 + comm.rank());
+    int skipped = 0;
+    for (int t = 0; t < 6; ++t) {
+      model->zero_grad();
+      torch::nn::functional::cross_entropy(model->forward(torch::randn({8, 1, 28, 28})), torch::randint(0, 10, {8}))
+          .backward();
+      const bool poison = t == 3 && comm.rank() == comm.size() - 1;  // the test-only injection
+      if (poison) model->parameters()[0].mutable_grad().view(-1)[5] = std::nanf("");
+      const auto before = bytes_of(model->parameters());
+      std::vector<at::Tensor> e_before = opt->error_buffers();
+      opt->step();
+      if (opt->last_step().skipped) {
+        ++skipped;
+        CHECK(bytes_of(model->parameters()) == before);  // nothing applied
+        CHECK_THAT(opt->last_step().skip_reason, Catch::Contains("non-finite"));
+        if (kind == OptimizerKind::kEfSignSgd && !poison) {
+          // A healthy rank keeps all of p = e + lr * g as its error: nothing is lost.
+          const auto e_after = opt->error_buffers();
+          auto params = model->parameters();
+          for (std::size_t l = 0; l < params.size(); ++l)
+            CHECK(e_after[l].equal(e_before[l] + params[l].grad() * 0.01f));
+        }
+      }
+    }
+    CHECK(skipped == 1);  // on every rank, at the same step
+    bool finite = true;
+    for (const auto& p : model->parameters()) finite = finite && at::isfinite(p).all().item<bool>();
+    CHECK(finite);
+    CHECK(same_on_all_ranks(bytes_of(model->parameters())));
+  }
+}
+
+TEST_CASE("--on-nonfinite abort: every rank raises the same AgreedError", "[mpi][optim]") {
+  auto& comm = test::world();
+  auto params = make_params({100, 7}, 1);
+  OptimizerConfig cfg = config(OptimizerKind::kEfSignSgd, 0.1);
+  cfg.on_nonfinite = NonFinitePolicy::kAbort;
+  auto opt = make_optimizer(params, comm, comm, cfg);
+  for (auto& p : params) set_grad(p, torch::ones_like(p));
+  if (comm.rank() == 0) params[1].mutable_grad()[2] = std::numeric_limits<float>::infinity();
+  CHECK_THROWS_WITH(opt->step(), Catch::Contains("non-finite gradient (NaN or Inf) on rank 0 in layer 1"));
 }

@@ -37,12 +37,17 @@ OptimizerKind parse_optimizer(const std::string& name);  // throws UsageError
 std::string optimizer_name(OptimizerKind kind);
 std::vector<std::string> optimizer_names();
 
+// What every rank does, together, when some rank's gradient holds a NaN or Inf
+// (Note [non-finite] in sign_codec.h; for sgdm: the averaged gradient).
+enum class NonFinitePolicy { kSkip, kAbort };
+
 struct OptimizerConfig {
   OptimizerKind kind = OptimizerKind::kEfSignSgd;
   double lr = 0.01;
   double momentum = 0.9;  // sgdm and signum only
   double weight_decay = 0.0;
   codec::Isa isa = codec::best_isa();
+  NonFinitePolicy on_nonfinite = NonFinitePolicy::kSkip;
 };
 
 // What the last step() did, for metrics and the step-time breakdown.
@@ -50,6 +55,11 @@ struct StepStats {
   int64_t bytes_sent = 0;  // bytes handed to the communicator by this rank
   int64_t calls = 0;       // collectives issued
   double compress_ms = 0, comm_ms = 0, update_ms = 0;
+  // The step was skipped on every rank: a gradient was not finite. The parameters did
+  // not change; for ef-signsgd every healthy rank keeps all of p as its error (nothing
+  // is lost), the offending rank zeroes the error (and momentum) of the poisoned layers.
+  bool skipped = false;
+  std::string skip_reason;
 };
 
 class DistributedOptimizer {
@@ -83,6 +93,12 @@ class DistributedOptimizer {
                        OptimizerConfig config);
   // grad of layer l as a contiguous float tensor (zeros if the parameter has none).
   at::Tensor grad_of(int64_t l);
+  // After the exchange: `scales` holds W rows of L scales (row w = rank w's). Returns
+  // true (and fills stats_) if the step must be skipped; throws AgreedError on every
+  // rank under NonFinitePolicy::kAbort.
+  bool nonfinite_verdict(const std::vector<float>& scales);
+  // For sgdm: `finite` says whether the averaged gradient was finite.
+  bool nonfinite_verdict_dense(bool finite);
 
   std::vector<at::Tensor> params_;
   Communicator& data_;

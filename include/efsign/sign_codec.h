@@ -26,6 +26,13 @@
 //   differs and its scale agrees only to float rounding. Decode sums the W ranks'
 //   +-s_w in rank order 0..W-1 starting from 0.0f, then divides by W (IEEE division).
 //   sign(0) = +1 (bit packing cannot express 0; the reference code's torch.sign gives 0).
+//
+// Note [non-finite]
+//   A NaN or Inf anywhere in a layer's p makes its L1 sum, hence its scale, non-finite
+//   (with ScaleMode::kFixed the scale is set to NaN for the same reason). The scale
+//   travels in the message, so after the exchange every rank sees every rank's
+//   verdict for every layer and all can skip the step together, with no extra
+//   collective (DistributedOptimizer, --on-nonfinite).
 #pragma once
 
 #include <cstdint>
@@ -61,7 +68,8 @@ struct LayerBuffers {
   Span<uint32_t> words;     // ceil(d / 32) output words
 };
 
-// Compresses one layer; returns its scale. Throws efsign::Error on size mismatches.
+// Compresses one layer; returns its scale (non-finite iff some p was: Note [non-finite]).
+// Throws efsign::Error on size mismatches.
 float compress_layer(const LayerBuffers& buf, const CompressParams& params, Isa isa);
 
 // Packs bits (p >= 0) of p into ceil(d/32) words, tail bits 0.

@@ -38,6 +38,7 @@ struct TrainOptions {
   int64_t synthetic_train = 8192, synthetic_test = 2048;
   int64_t eval_batch = 1000;
   std::string progress = "auto";  // auto | on | off
+  std::string on_nonfinite = "skip";  // skip | abort (a NaN/Inf gradient on any rank)
   int64_t check_every = 0;        // compare parameter checksums across ranks every N steps (0: only at the end)
   std::string isa = "auto";       // codec path: auto | avx2 | portable
 };

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include <fmt/format.h>
@@ -187,8 +188,10 @@ float compress_layer(const LayerBuffers& buf, const CompressParams& params, Isa 
   {
     detail::compress_portable(op, n, words, l1);
   }
-  if (params.scale_mode == ScaleMode::kFixed) return params.fixed_scale;
-  return static_cast<float>(l1.total() / static_cast<double>(n));
+  const double total = l1.total();
+  if (params.scale_mode == ScaleMode::kFixed)  // Note [non-finite]: a poisoned layer sends NaN
+    return std::isfinite(total) ? params.fixed_scale : std::numeric_limits<float>::quiet_NaN();
+  return static_cast<float>(total / static_cast<double>(n));
 }
 
 void pack_signs(Span<const float> p, Span<uint32_t> words, Isa isa) {

@@ -6,6 +6,8 @@
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include "cuda_check.h"
 #include "efsign/error.h"
 #include "optim_internal.h"
@@ -120,6 +122,26 @@ class CudaSignOptimizer final : public DistributedOptimizer {
     stats_.bytes_sent = data_.bytes_sent() - bytes0;
     stats_.calls = data_.calls() - calls0;
     engine_.mark(2);
+    {  // Note [non-finite]: every rank's scales, W rows of L, to the host.
+      const int64_t L = table_.num_layers();
+      std::vector<float> all_scales(data_.size() * L);
+      EFSIGN_CUDA_CHECK(cudaMemcpy2D(all_scales.data(), L * sizeof(float),
+                                     static_cast<const int32_t*>(recv_.data_ptr()) + table_.total_words(),
+                                     table_.message_words() * sizeof(int32_t), L * sizeof(float), data_.size(),
+                                     cudaMemcpyDeviceToHost));
+      if (nonfinite_verdict(all_scales)) {
+        const std::vector<float> own(all_scales.begin() + data_.rank() * L, all_scales.begin() + (data_.rank() + 1) * L);
+        for (int64_t l = 0; l < L; ++l) {
+          if (std::isfinite(own[l])) continue;
+          if (!state_.empty()) state_[l].zero_();
+          if (!momentum_.empty()) momentum_[l].zero_();
+        }
+        prev_scale_.zero_();  // healthy layers keep all of p as their error
+        engine_.mark(3);
+        engine_.times(stats_);
+        return;
+      }
+    }
     kernels::decode_apply_launch(engine_.layers(), static_cast<int>(table_.num_layers()), engine_.chunks(),
                                  engine_.num_chunks(), reinterpret_cast<const uint32_t*>(recv_.data_ptr<int32_t>()),
                                  data_.size(), table_.message_words(), table_.total_words(), nullptr);
@@ -180,6 +202,11 @@ class CudaSgdmOptimizer final : public DistributedOptimizer {
     stats_.bytes_sent = data_.bytes_sent() - bytes0;
     stats_.calls = data_.calls() - calls0;
     engine_.mark(2);
+    if (nonfinite_verdict_dense(at::isfinite(flat_).all().item<bool>())) {
+      engine_.mark(3);
+      engine_.times(stats_);
+      return;
+    }
     kernels::sgdm_update_launch(engine_.layers(), L, engine_.chunks(), engine_.num_chunks(), flat_.data_ptr<float>(),
                                 data_.size(), static_cast<float>(config_.lr), static_cast<float>(config_.weight_decay),
                                 static_cast<float>(config_.momentum), nullptr);

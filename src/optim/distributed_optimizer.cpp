@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include "efsign/checksum.h"
 #include "efsign/error.h"
 #include "optim_internal.h"
@@ -62,6 +64,30 @@ at::Tensor DistributedOptimizer::grad_of(int64_t l) {
   if (g.scalar_type() != at::kFloat || g.device() != p.device())
     throw Error(fmt::format("gradient of parameter {} is not float32 on the parameter's device", l));
   return g.is_contiguous() ? g : g.contiguous();
+}
+
+bool DistributedOptimizer::nonfinite_verdict(const std::vector<float>& scales) {
+  stats_.skipped = false;
+  stats_.skip_reason.clear();
+  const int64_t L = table_.num_layers();
+  for (int w = 0; w < data_.size(); ++w)
+    for (int64_t l = 0; l < L; ++l)
+      if (!std::isfinite(scales[w * L + l])) {
+        stats_.skipped = true;
+        stats_.skip_reason = fmt::format("non-finite gradient (NaN or Inf) on rank {} in layer {}", w, l);
+        if (config_.on_nonfinite == NonFinitePolicy::kAbort)
+          throw AgreedError(stats_.skip_reason + " (--on-nonfinite abort)");
+        return true;
+      }
+  return false;
+}
+
+bool DistributedOptimizer::nonfinite_verdict_dense(bool finite) {
+  stats_.skipped = !finite;
+  stats_.skip_reason = finite ? "" : "non-finite averaged gradient (NaN or Inf on some rank)";
+  if (!finite && config_.on_nonfinite == NonFinitePolicy::kAbort)
+    throw AgreedError(stats_.skip_reason + " (--on-nonfinite abort)");
+  return !finite;
 }
 
 std::unique_ptr<DistributedOptimizer> make_optimizer(std::vector<at::Tensor> params, Communicator& data,

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "efsign/error.h"
@@ -39,6 +40,14 @@ class SgdmOptimizer final : public DistributedOptimizer {
     stats_.calls = data_.calls() - calls0;
     stats_.comm_ms = sw.lap_ms();
 
+    {  // x * 0 is 0 for finite x and NaN otherwise: one vectorisable pass.
+      float probe = 0.0f;
+      for (float v : flat_) probe += v * 0.0f;
+      if (nonfinite_verdict_dense(std::isfinite(probe))) {
+        stats_.update_ms = sw.lap_ms();
+        return;
+      }
+    }
     const float world = static_cast<float>(data_.size());
     const float lr = static_cast<float>(config_.lr);
     const float wd = static_cast<float>(config_.weight_decay);

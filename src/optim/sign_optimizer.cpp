@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "efsign/error.h"
@@ -65,10 +66,30 @@ class SignOptimizer final : public DistributedOptimizer {
     stats_.calls = data_.calls() - calls0;
     stats_.comm_ms = sw.lap_ms();
 
+    std::vector<float> all_scales(data_.size() * L);
+    for (int w = 0; w < data_.size(); ++w)
+      for (int64_t l = 0; l < L; ++l)
+        all_scales[w * L + l] = codec::message_scale(Span<const uint32_t>(recv_), table_, w, l);
+    if (nonfinite_verdict(all_scales)) {
+      skip_step(scales);
+      stats_.update_ms = sw.lap_ms();
+      return;
+    }
     for (int64_t l = 0; l < L; ++l)
       codec::decode_average_apply(Span<const uint32_t>(recv_), data_.size(), table_, l,
                                   Span<float>(params_[l].data_ptr<float>(), table_.size(l)), config_.isa);
     stats_.update_ms = sw.lap_ms();
+  }
+
+  // Nothing is applied. Healthy layers keep all of p as their error (scale 0 means
+  // e = c - 0 = p); layers poisoned on this rank lose their error and momentum.
+  void skip_step(const float* own_scales) {
+    for (int64_t l = 0; l < table_.num_layers(); ++l) {
+      const bool poisoned = !std::isfinite(own_scales[l]);
+      if (poisoned && !state_.empty()) state_[l].zero_();
+      if (poisoned && !momentum_.empty()) momentum_[l].zero_();
+      prev_scale_[l] = 0.0f;
+    }
   }
 
   std::vector<std::pair<std::string, at::Tensor>> state_tensors() override {

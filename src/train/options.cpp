@@ -105,6 +105,8 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
     ("synthetic-test", "test samples of --dataset synthetic", cxxopts::value<int64_t>()->default_value("2048"))
     ("progress", "progress bar on stderr: auto (when a terminal) | on | off",
        cxxopts::value<std::string>()->default_value("auto"))
+    ("on-nonfinite", "a NaN or Inf gradient on any rank: skip (every rank skips the step, logged and counted) | "
+                     "abort (every rank stops with the same message)", cxxopts::value<std::string>()->default_value("skip"))
     ("check-every", "every N steps, all ranks compare a checksum of their parameters and stop at the first "
                     "difference (0 = only at the end of the run)", cxxopts::value<int64_t>()->default_value("0"))
     ("isa", "CPU codec path: auto | avx2 | portable (identical bytes)", cxxopts::value<std::string>()->default_value("auto"))
@@ -149,6 +151,7 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
     o.progress = r["progress"].as<std::string>();
     o.isa = r["isa"].as<std::string>();
     o.check_every = r["check-every"].as<int64_t>();
+    o.on_nonfinite = r["on-nonfinite"].as<std::string>();
   } catch (const cxxopts::exceptions::exception& e) {
     throw UsageError(fmt::format("{} (see --help)", e.what()));
   }
@@ -199,6 +202,8 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
     if (o.lr_milestones[i] < 1) throw UsageError("--lr-milestones must be epochs >= 1");
     if (i > 0 && o.lr_milestones[i] <= o.lr_milestones[i - 1]) throw UsageError("--lr-milestones must increase");
   }
+  if (o.on_nonfinite != "skip" && o.on_nonfinite != "abort")
+    throw UsageError(fmt::format("--on-nonfinite must be skip or abort (got '{}')", o.on_nonfinite));
   if (o.check_every < 0) throw UsageError(fmt::format("--check-every must be >= 0 (got {})", o.check_every));
   if (o.threads < 0) throw UsageError(fmt::format("--threads must be >= 0 (got {})", o.threads));
   if (o.synthetic_train < 1 || o.synthetic_test < 1) throw UsageError("--synthetic-train/--synthetic-test must be >= 1");

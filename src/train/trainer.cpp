@@ -238,6 +238,7 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
   cfg.lr = effective_lr(o, world);
   cfg.momentum = o.momentum;
   cfg.weight_decay = o.weight_decay;
+  cfg.on_nonfinite = o.on_nonfinite == "abort" ? NonFinitePolicy::kAbort : NonFinitePolicy::kSkip;
   if (o.isa == "portable")
     cfg.isa = codec::Isa::kPortable;
   else if (o.isa == "avx2") {
@@ -284,6 +285,7 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
     model->train();
     ProgressBar bar(progress);
     double sums[2] = {0, 0};  // loss * n, correct
+    int64_t skipped = 0;
     double images = 0, fwd_bwd_ms = 0, compress_ms = 0, comm_ms = 0, update_ms = 0, epoch_bytes = 0;
     const auto t0 = Clock::now();
     for (int64_t step = 0; step < steps; ++step) {
@@ -321,6 +323,13 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
         }
       }
       const StepStats& st = opt->last_step();
+      if (st.skipped) {
+        ++skipped;
+        if (root) {
+          fmt::print(stderr, "\n  step {} skipped on every rank: {}\n", global_step, st.skip_reason);
+          metrics.write(JsonLine().add("event", "skipped_step").add("step", global_step).add("reason", st.skip_reason));
+        }
+      }
       compress_ms += st.compress_ms;
       comm_ms += st.comm_ms;
       update_ms += st.update_ms;
@@ -367,7 +376,8 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
                         .add("comm_ms", comm_ms / steps)
                         .add("update_ms", update_ms / steps)
                         .add("bytes_sent_per_step", bytes_per_step)
-                        .add("steps", steps));
+                        .add("steps", steps)
+                        .add("skipped_steps", skipped));
     }
   }
 
