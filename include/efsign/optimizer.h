@@ -99,6 +99,10 @@ class DistributedOptimizer {
   bool nonfinite_verdict(const std::vector<float>& scales);
   // For sgdm: `finite` says whether the averaged gradient was finite.
   bool nonfinite_verdict_dense(bool finite);
+  // Appends ("prefix.l", tensors[l]) for every layer l (state_tensors() helpers).
+  static void add_named(std::vector<std::pair<std::string, at::Tensor>>& out, const char* prefix,
+                        const std::vector<at::Tensor>& tensors);
+  static void zero_all(std::vector<at::Tensor>& tensors);
 
   std::vector<at::Tensor> params_;
   Communicator& data_;

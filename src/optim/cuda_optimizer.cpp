@@ -151,14 +151,14 @@ class CudaSignOptimizer final : public DistributedOptimizer {
 
   std::vector<std::pair<std::string, at::Tensor>> state_tensors() override {
     std::vector<std::pair<std::string, at::Tensor>> out;
-    for (std::size_t l = 0; l < state_.size(); ++l) out.emplace_back(fmt::format("ef_state.{}", l), state_[l]);
-    for (std::size_t l = 0; l < momentum_.size(); ++l) out.emplace_back(fmt::format("momentum.{}", l), momentum_[l]);
+    add_named(out, "ef_state", state_);
+    add_named(out, "momentum", momentum_);
     if (!state_.empty()) out.emplace_back("ef_scale", prev_scale_);
     return out;
   }
   void reset_state() override {
-    for (auto& t : state_) t.zero_();
-    for (auto& t : momentum_) t.zero_();
+    zero_all(state_);
+    zero_all(momentum_);
     prev_scale_.zero_();
   }
   std::vector<at::Tensor> error_buffers() const override {
@@ -216,11 +216,11 @@ class CudaSgdmOptimizer final : public DistributedOptimizer {
 
   std::vector<std::pair<std::string, at::Tensor>> state_tensors() override {
     std::vector<std::pair<std::string, at::Tensor>> out;
-    for (std::size_t l = 0; l < momentum_.size(); ++l) out.emplace_back(fmt::format("momentum.{}", l), momentum_[l]);
+    add_named(out, "momentum", momentum_);
     return out;
   }
   void reset_state() override {
-    for (auto& t : momentum_) t.zero_();
+    zero_all(momentum_);
   }
 
  private:

@@ -66,6 +66,15 @@ at::Tensor DistributedOptimizer::grad_of(int64_t l) {
   return g.is_contiguous() ? g : g.contiguous();
 }
 
+void DistributedOptimizer::add_named(std::vector<std::pair<std::string, at::Tensor>>& out, const char* prefix,
+                                     const std::vector<at::Tensor>& tensors) {
+  for (std::size_t l = 0; l < tensors.size(); ++l) out.emplace_back(fmt::format("{}.{}", prefix, l), tensors[l]);
+}
+
+void DistributedOptimizer::zero_all(std::vector<at::Tensor>& tensors) {
+  for (auto& t : tensors) t.zero_();
+}
+
 bool DistributedOptimizer::nonfinite_verdict(const std::vector<float>& scales) {
   stats_.skipped = false;
   stats_.skip_reason.clear();

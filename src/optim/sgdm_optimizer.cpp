@@ -70,11 +70,11 @@ class SgdmOptimizer final : public DistributedOptimizer {
 
   std::vector<std::pair<std::string, at::Tensor>> state_tensors() override {
     std::vector<std::pair<std::string, at::Tensor>> out;
-    for (std::size_t l = 0; l < momentum_.size(); ++l) out.emplace_back(fmt::format("momentum.{}", l), momentum_[l]);
+    add_named(out, "momentum", momentum_);
     return out;
   }
   void reset_state() override {
-    for (auto& t : momentum_) t.zero_();
+    zero_all(momentum_);
   }
 
  private:

@@ -94,8 +94,8 @@ class SignOptimizer final : public DistributedOptimizer {
 
   std::vector<std::pair<std::string, at::Tensor>> state_tensors() override {
     std::vector<std::pair<std::string, at::Tensor>> out;
-    for (std::size_t l = 0; l < state_.size(); ++l) out.emplace_back(fmt::format("ef_state.{}", l), state_[l]);
-    for (std::size_t l = 0; l < momentum_.size(); ++l) out.emplace_back(fmt::format("momentum.{}", l), momentum_[l]);
+    add_named(out, "ef_state", state_);
+    add_named(out, "momentum", momentum_);
     if (!state_.empty())
       out.emplace_back("ef_scale", at::from_blob(prev_scale_.data(), {static_cast<int64_t>(prev_scale_.size())},
                                                  at::TensorOptions().dtype(at::kFloat)));
@@ -103,8 +103,8 @@ class SignOptimizer final : public DistributedOptimizer {
   }
 
   void reset_state() override {
-    for (auto& t : state_) t.zero_();
-    for (auto& t : momentum_) t.zero_();
+    zero_all(state_);
+    zero_all(momentum_);
     std::fill(prev_scale_.begin(), prev_scale_.end(), 0.0f);
   }
 
