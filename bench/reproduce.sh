@@ -307,10 +307,19 @@ cat "$TABLE"
 echo
 
 # ---------------------------------------------------------------- plots
-PY=""
-for p in /usr/bin/python3 python3; do
-  if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import matplotlib' >/dev/null 2>&1; then PY="$p"; break; fi
-done
+find_plot_python() {
+  PY=""
+  for p in /usr/bin/python3 python3; do
+    if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import matplotlib' >/dev/null 2>&1; then PY="$p"; return; fi
+  done
+}
+find_plot_python
+if [ -z "$PY" ] && command -v apt-get >/dev/null 2>&1; then  # Debian's plotting stack, installed when missing
+  echo "installing python3-matplotlib for the plots"
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get install -y -q --no-install-recommends python3-matplotlib >/dev/null 2>&1 || true
+  find_plot_python
+fi
 if [ -n "$PY" ]; then
   "$PY" "$ROOT/bench/plot_curves.py" "$OUT" || echo "warning: plotting failed (table is unaffected)"
 else
