@@ -79,4 +79,8 @@ void agree_or_throw(HostCommunicator& comm, uint64_t value, const std::string& w
 // Every rank passes ok = true/false; returns true on every rank only if all were ok.
 bool all_ok(HostCommunicator& comm, bool ok);
 
+// Collective. Every rank passes its error message ("" for none); every rank gets the
+// message of the lowest failing rank (prefixed "rank R: " when R != 0), or "" if none.
+std::string first_error(HostCommunicator& comm, const std::string& mine);
+
 }  // namespace efsign

@@ -39,7 +39,11 @@ struct TrainOptions {
   int64_t eval_batch = 1000;
   std::string progress = "auto";  // auto | on | off
   std::string on_nonfinite = "skip";  // skip | abort (a NaN/Inf gradient on any rank)
-  int64_t check_every = 0;        // compare parameter checksums across ranks every N steps (0: only at the end)
+  int64_t check_every = 0;
+  std::string checkpoint_dir;     // checkpoint at every epoch end (and every N steps below)
+  int64_t checkpoint_every = 0;   // also every N global steps (0: epoch ends only)
+  bool resume = false;            // continue from checkpoint_dir
+  int64_t max_steps = 0;          // stop after this many global steps (0: run all epochs)        // compare parameter checksums across ranks every N steps (0: only at the end)
   std::string isa = "auto";       // codec path: auto | avx2 | portable
 };
 

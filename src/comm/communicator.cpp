@@ -1,5 +1,6 @@
 #include "efsign/communicator.h"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -26,6 +27,19 @@ void agree_or_throw(HostCommunicator& comm, uint64_t value, const std::string& w
     if (all[r] != all[0]) diff += fmt::format(" rank {} has {} (rank 0 has {});", r, hex64(all[r]), hex64(all[0]));
   if (!diff.empty())
     throw AgreedError(fmt::format("ranks disagree on {}:{} every rank must run the same configuration", what, diff));
+}
+
+std::string first_error(HostCommunicator& comm, const std::string& mine) {
+  constexpr std::size_t kMax = 1024;
+  std::vector<char> send(kMax, '\0'), all(kMax * comm.size());
+  std::memcpy(send.data(), mine.data(), std::min(mine.size(), kMax - 1));
+  comm.allgather(Span<const std::byte>(reinterpret_cast<const std::byte*>(send.data()), kMax),
+                 Span<std::byte>(reinterpret_cast<std::byte*>(all.data()), all.size()));
+  for (int r = 0; r < comm.size(); ++r) {
+    const char* m = all.data() + r * kMax;
+    if (m[0] != '\0') return r == 0 ? std::string(m) : fmt::format("rank {}: {}", r, m);
+  }
+  return "";
 }
 
 bool all_ok(HostCommunicator& comm, bool ok) {

@@ -107,6 +107,12 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
        cxxopts::value<std::string>()->default_value("auto"))
     ("on-nonfinite", "a NaN or Inf gradient on any rank: skip (every rank skips the step, logged and counted) | "
                      "abort (every rank stops with the same message)", cxxopts::value<std::string>()->default_value("skip"))
+    ("checkpoint-dir", "write a checkpoint here at the end of every epoch (each rank its own file, atomically)",
+       cxxopts::value<std::string>()->default_value(""))
+    ("checkpoint-every", "also write one every N global steps", cxxopts::value<int64_t>()->default_value("0"))
+    ("resume", "continue from the checkpoint in --checkpoint-dir (same world size, model, optimizer and seed)")
+    ("max-steps", "stop after N global steps in total, checkpointing first when --checkpoint-dir is set (as if "
+                  "preempted)", cxxopts::value<int64_t>()->default_value("0"))
     ("check-every", "every N steps, all ranks compare a checksum of their parameters and stop at the first "
                     "difference (0 = only at the end of the run)", cxxopts::value<int64_t>()->default_value("0"))
     ("isa", "CPU codec path: auto | avx2 | portable (identical bytes)", cxxopts::value<std::string>()->default_value("auto"))
@@ -152,6 +158,10 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
     o.isa = r["isa"].as<std::string>();
     o.check_every = r["check-every"].as<int64_t>();
     o.on_nonfinite = r["on-nonfinite"].as<std::string>();
+    o.checkpoint_dir = r["checkpoint-dir"].as<std::string>();
+    o.checkpoint_every = r["checkpoint-every"].as<int64_t>();
+    o.resume = r.count("resume") > 0;
+    o.max_steps = r["max-steps"].as<int64_t>();
   } catch (const cxxopts::exceptions::exception& e) {
     throw UsageError(fmt::format("{} (see --help)", e.what()));
   }
@@ -204,6 +214,9 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
   }
   if (o.on_nonfinite != "skip" && o.on_nonfinite != "abort")
     throw UsageError(fmt::format("--on-nonfinite must be skip or abort (got '{}')", o.on_nonfinite));
+  if (o.checkpoint_every < 0 || o.max_steps < 0) throw UsageError("--checkpoint-every and --max-steps must be >= 0");
+  if ((o.resume || o.checkpoint_every > 0) && o.checkpoint_dir.empty())
+    throw UsageError("--resume and --checkpoint-every need --checkpoint-dir");
   if (o.check_every < 0) throw UsageError(fmt::format("--check-every must be >= 0 (got {})", o.check_every));
   if (o.threads < 0) throw UsageError(fmt::format("--threads must be >= 0 (got {})", o.threads));
   if (o.synthetic_train < 1 || o.synthetic_test < 1) throw UsageError("--synthetic-train/--synthetic-test must be >= 1");

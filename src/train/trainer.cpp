@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "efsign/checkpoint.h"
 #include "efsign/checksum.h"
 #include "efsign/data.h"
 #include "efsign/error.h"
@@ -203,10 +204,9 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
   } catch (const InputError& e) {
     setup_error = e.what();
   }
-  if (!all_ok(comm, setup_error.empty())) {
-    if (setup_error.empty()) setup_error = "another rank could not load its input (see its message)";
-    if (usage_error) throw UsageError(setup_error);
-    throw InputError(setup_error);
+  if (const std::string e = first_error(comm, setup_error); !e.empty()) {
+    if (usage_error) throw UsageError(e);
+    throw InputError(e);
   }
 
   torch::manual_seed(o.seed);
@@ -249,6 +249,47 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
   opt = make_optimizer(model->parameters(), data_plane, comm, cfg);
   const LayerTable& table = opt->layers();
 
+  // ---- Checkpoint contents and resume.
+  NamedTensors ckpt_tensors;
+  for (const auto& p : model->named_parameters()) ckpt_tensors.emplace_back("param." + p.key(), p.value());
+  for (const auto& b : model->named_buffers()) ckpt_tensors.emplace_back("buffer." + b.key(), b.value());
+  for (auto& [name, t] : opt->state_tensors()) ckpt_tensors.emplace_back("opt." + name, t);
+  CheckpointHeader ckpt;
+  ckpt.world_size = world;
+  ckpt.rank = comm.rank();
+  ckpt.layout_hash = table.hash();
+  ckpt.seed = o.seed;
+  ckpt.model = o.model;
+  ckpt.optimizer = o.optimizer;
+  int64_t start_epoch = 1, start_step = 0, resumed_global_step = 0;
+  if (o.resume) {
+    std::string err;
+    try {
+      const CheckpointHeader h = load_checkpoint(o.checkpoint_dir, ckpt, ckpt_tensors);
+      start_epoch = h.epoch;
+      start_step = h.step;
+      resumed_global_step = h.global_step;
+    } catch (const InputError& e) {
+      err = e.what();
+    }
+    if (const std::string e = first_error(comm, err); !e.empty()) throw InputError(e);
+    if (root) fmt::print("  resumed from {}: epoch {}, {} steps done in it, {} in total\n", o.checkpoint_dir,
+                         start_epoch, start_step, resumed_global_step);
+  }
+  auto save = [&](int64_t epoch, int64_t step_in_epoch, int64_t done) {
+    ckpt.epoch = epoch;
+    ckpt.step = step_in_epoch;
+    ckpt.global_step = done;
+    std::string err;
+    try {
+      save_checkpoint(o.checkpoint_dir, ckpt, ckpt_tensors);
+    } catch (const InputError& e) {
+      err = e.what();
+    }
+    if (const std::string e = first_error(comm, err); !e.empty()) throw InputError(e);
+    if (root) write_manifest(o.checkpoint_dir, ckpt);  // last: every rank file is durable
+  };
+
   EpochSharder sharder(data.train.size(), world, comm.rank(), o.batch_size, o.seed);
   const int64_t steps = o.steps_per_epoch > 0 ? std::min(o.steps_per_epoch, sharder.steps_per_epoch())
                                               : sharder.steps_per_epoch();
@@ -271,8 +312,9 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
   TrainResult result;
   double total_bytes = 0, total_steps = 0, total_train_s = 0, total_images = 0;
   const auto run_start = Clock::now();
-  int64_t global_step = 0;
-  for (int64_t epoch = 1; epoch <= o.epochs; ++epoch) {
+  int64_t global_step = resumed_global_step;
+  bool stopped = false;
+  for (int64_t epoch = start_epoch; epoch <= o.epochs && !stopped; ++epoch) {
     double lr = base_lr;
     for (int64_t m : o.lr_milestones) {
       if (epoch > m) lr *= o.lr_gamma;
@@ -288,7 +330,9 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
     int64_t skipped = 0;
     double images = 0, fwd_bwd_ms = 0, compress_ms = 0, comm_ms = 0, update_ms = 0, epoch_bytes = 0;
     const auto t0 = Clock::now();
-    for (int64_t step = 0; step < steps; ++step) {
+    const int64_t first_step = epoch == start_epoch ? start_step : 0;
+    const int64_t first_global = global_step;
+    for (int64_t step = first_step; step < steps; ++step) {
       const std::vector<int64_t> idx = sharder.batch(epoch - 1, step);
       Batch batch;
       {
@@ -334,23 +378,32 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
       comm_ms += st.comm_ms;
       update_ms += st.update_ms;
       epoch_bytes += static_cast<double>(st.bytes_sent);
+      if (!o.checkpoint_dir.empty() && o.checkpoint_every > 0 && global_step % o.checkpoint_every == 0)
+        save(step + 1 < steps ? epoch : epoch + 1, step + 1 < steps ? step + 1 : 0, global_step);
       const double n = static_cast<double>(idx.size());
       sums[0] += loss.item<double>() * n;
       sums[1] += logits.argmax(1).eq(batch.labels).sum().item<double>();
       images += n;
       bar.update(epoch, step, steps, sums[0] / images, images * world / seconds_since(t0));
+      if (o.max_steps > 0 && global_step >= o.max_steps && step + 1 < steps) {
+        if (!o.checkpoint_dir.empty()) save(epoch, step + 1, global_step);
+        if (root) fmt::print("  stopped after {} steps (--max-steps), mid-epoch {}\n", global_step, epoch);
+        stopped = true;
+        break;
+      }
     }
     const double train_s = seconds_since(t0);
+    const int64_t done = std::max<int64_t>(1, (stopped ? global_step - first_global : steps - first_step));
     bar.finish();
     double agg[3] = {sums[0], sums[1], images};
     comm.allreduce_sum(Span<double>(agg, 3));
     average_buffers(*model, comm);
     const EvalResult ev = evaluate(*model, data.test, comm, o.eval_batch, device);
-    const double step_ms = train_s * 1e3 / static_cast<double>(steps);
+    const double step_ms = train_s * 1e3 / static_cast<double>(done);
     const double img_s = agg[2] / train_s;
-    const double bytes_per_step = epoch_bytes / static_cast<double>(steps);
+    const double bytes_per_step = epoch_bytes / static_cast<double>(done);
     total_bytes += epoch_bytes;
-    total_steps += static_cast<double>(steps);
+    total_steps += static_cast<double>(done);
     total_train_s += train_s;
     total_images += agg[2];
     result.test_acc = ev.acc;
@@ -371,13 +424,18 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
                         .add("test_acc", ev.acc)
                         .add("images_per_sec", img_s)
                         .add("step_time_ms", step_ms)
-                        .add("fwd_bwd_ms", fwd_bwd_ms / steps)
-                        .add("compress_ms", compress_ms / steps)
-                        .add("comm_ms", comm_ms / steps)
-                        .add("update_ms", update_ms / steps)
+                        .add("fwd_bwd_ms", fwd_bwd_ms / done)
+                        .add("compress_ms", compress_ms / done)
+                        .add("comm_ms", comm_ms / done)
+                        .add("update_ms", update_ms / done)
                         .add("bytes_sent_per_step", bytes_per_step)
-                        .add("steps", steps)
+                        .add("steps", done)
                         .add("skipped_steps", skipped));
+    }
+    if (!stopped && !o.checkpoint_dir.empty()) save(epoch + 1, 0, global_step);
+    if (!stopped && o.max_steps > 0 && global_step >= o.max_steps && epoch < o.epochs) {
+      if (root) fmt::print("  stopped after {} steps (--max-steps), at the end of epoch {}\n", global_step, epoch);
+      stopped = true;
     }
   }
 
@@ -420,7 +478,9 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
                       .add("step_time_ms", total_train_s * 1e3 / total_steps)
                       .add("images_per_sec", total_images / total_train_s)
                       .add("train_time_s", total_train_s)
-                      .add("param_checksum", result.param_checksum));
+                      .add("param_checksum", result.param_checksum)
+                      .add("global_steps", global_step)
+                      .add("stopped_early", stopped));
   }
   return result;
 }
