@@ -378,8 +378,10 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
       comm_ms += st.comm_ms;
       update_ms += st.update_ms;
       epoch_bytes += static_cast<double>(st.bytes_sent);
-      if (!o.checkpoint_dir.empty() && o.checkpoint_every > 0 && global_step % o.checkpoint_every == 0)
-        save(step + 1 < steps ? epoch : epoch + 1, step + 1 < steps ? step + 1 : 0, global_step);
+      // Not at an epoch's last step: the epoch-end checkpoint (after BN averaging) follows.
+      if (!o.checkpoint_dir.empty() && o.checkpoint_every > 0 && global_step % o.checkpoint_every == 0 &&
+          step + 1 < steps)
+        save(epoch, step + 1, global_step);
       const double n = static_cast<double>(idx.size());
       sums[0] += loss.item<double>() * n;
       sums[1] += logits.argmax(1).eq(batch.labels).sum().item<double>();
