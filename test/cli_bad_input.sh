@@ -45,6 +45,10 @@ expect_error "unknown model" "unknown model" -- "$train" --model resnet1000
 expect_error "unknown dataset" "unknown dataset" -- "$train" --dataset imagenet
 expect_error "momentum out of range" "--momentum must be in" -- "$train" --momentum 1.5
 expect_error "decreasing milestones" "--lr-milestones must increase" -- "$train" --lr-milestones 5,3
+expect_error "unknown exchange" "unknown exchange 'ring'" -- "$train" --exchange ring
+expect_error "sgdm with an exchange" "sgdm always exchanges by fp32 allreduce" -- "$train" --optimizer sgdm --exchange two-phase
+expect_error "sgdm with overlap" "sgdm always exchanges by fp32 allreduce" -- "$train" --optimizer sgdm --overlap
+expect_error "zero bucket size" "--bucket-mb must be a positive number" -- "$train" --overlap --bucket-mb 0
 expect_error "stray argument" "unexpected argument" -- "$train" stray
 expect_error "missing data dir" "does not exist" -- "$train" --data-dir "$work/nope"
 expect_error "truncated IDX file" "truncated file" -- "$train" --data-dir "$work/trunc"

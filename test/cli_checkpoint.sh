@@ -8,7 +8,7 @@ set -u
 train=$1
 mpirun=$2
 work=$(mktemp -d /tmp/efsign-ckpt-XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap '[[ -n "${KEEP:-}" ]] || rm -rf "$work"' EXIT
 failures=0 passed=0
 check() { local n=$1; shift; if "$@"; then passed=$((passed + 1)); else echo "FAIL $n"; failures=$((failures + 1)); fi; }
 run() { timeout 240 $mpirun -np "$1" "$train" --dataset synthetic --model mlp --epochs 2 --steps-per-epoch 6 \
@@ -27,6 +27,17 @@ for opt in ef-signsgd sgdm; do
     check "$opt stop@$stop: bit-identical to the uninterrupted run ($a vs $c)" test -n "$a" -a "$a" = "$c"
   done
 done
+# Two-phase keeps a server-side error per rank: it is checkpointed too, and --overlap
+# (which changes no bit) may differ between the stopped and the resumed run. 3 ranks.
+d="$work/ck-two-phase"
+run 3 --optimizer ef-signsgd --exchange two-phase >"$work/a.out" 2>&1
+run 3 --optimizer ef-signsgd --exchange two-phase --checkpoint-dir "$d" --max-steps 4 >"$work/b.out" 2>&1
+rc=0; run 3 --optimizer ef-signsgd --exchange two-phase --overlap --bucket-mb 0.1 --checkpoint-dir "$d" --resume \
+  >"$work/c.out" 2>&1 || rc=$?
+a=$(sum_of "$work/a.out"); c=$(sum_of "$work/c.out")
+check "two-phase: resumed run (with --overlap) exits 0 (got $rc)" test "$rc" -eq 0
+check "two-phase: bit-identical to the uninterrupted run ($a vs $c)" test -n "$a" -a "$a" = "$c"
+
 d="$work/ck-ef-signsgd-4"
 check "manifest names world size, model, optimizer" grep -q '"world_size":2,"model":"mlp","optimizer":"ef-signsgd"' "$d/manifest.json"
 check "one file per rank" test -f "$d/rank-0.ckpt" -a -f "$d/rank-1.ckpt"
@@ -46,6 +57,7 @@ expect2 "other world size" "checkpoint was written with world size 2, this run h
 expect2 "other optimizer" "checkpoint was written with optimizer ef-signsgd, this run has sgdm" 2 --optimizer sgdm --checkpoint-dir "$d" --resume
 expect2 "other model" "checkpoint was written with model mlp, this run has convnet" 2 --optimizer ef-signsgd --model convnet --checkpoint-dir "$d" --resume
 expect2 "other seed" "checkpoint was written with seed 42, this run has 7" 2 --optimizer ef-signsgd --seed 7 --checkpoint-dir "$d" --resume
+expect2 "other exchange" "checkpoint was written with optimizer ef-signsgd/two-phase, this run has ef-signsgd" 3 --optimizer ef-signsgd --checkpoint-dir "$work/ck-two-phase" --resume
 check "failed resumes left the checkpoint unchanged" test "$(cat "$d"/* | md5sum)" = "$before"
 cp -r "$d" "$work/corrupt"
 printf '\xff' | dd of="$work/corrupt/rank-1.ckpt" bs=1 seek=200 conv=notrunc status=none

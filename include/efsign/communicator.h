@@ -5,9 +5,16 @@
 // NCCL backend: ordered on the caller's CUDA stream), so a buffer may be read as soon
 // as the call returns and is never touched while its collective is in flight.
 //
-// bytes_sent() counts the bytes of the buffers handed to allgather/allreduce by this
-// rank (the payload, not control traffic of the transport): it is what metrics report
-// as "bytes sent per step", measured, not computed from a formula.
+// bytes_sent() counts the bytes of the buffers handed to the data collectives by this
+// rank (the payload, not control traffic of the transport), measured per call.
+// wire_bytes() counts what this rank puts on the network for those calls under the
+// bandwidth-optimal algorithm of each collective, from the same buffer sizes:
+//   allreduce of n bytes (ring: reduce-scatter + allgather)   2 (W-1) n / W
+//   allgather of n bytes per rank (ring)                      (W-1) n
+//   allgatherv, rank r contributes n_r bytes                  (W-1) n_r
+//   alltoallv, n_c bytes to rank c                            sum_{c != r} n_c
+// MPI and NCCL may pick other algorithms; these are the volumes the cost model in
+// bench/README.md uses, and the figures the exchanges are compared by.
 #pragma once
 
 #include <cstdint>
@@ -33,22 +40,39 @@ class Communicator {
   virtual void allgather(Span<const std::byte> send, Span<std::byte> recv) = 0;
   // In-place sum over ranks. Every rank receives the same bytes.
   virtual void allreduce_sum(Span<float> data) = 0;
+  // counts[c] = bytes for rank c; send holds the blocks back to back in rank order.
+  // Rank c receives every rank's block c: recv holds size() blocks of counts[rank()]
+  // bytes, rank w's at offset w * counts[rank()]. Every rank passes the same counts.
+  virtual void alltoallv(Span<const std::byte> send, Span<const int64_t> counts, Span<std::byte> recv) = 0;
+  // Rank c contributes counts[c] bytes (send.size() == counts[rank()]); recv receives
+  // all contributions back to back in rank order. Every rank passes the same counts.
+  virtual void allgatherv(Span<const std::byte> send, Span<const int64_t> counts, Span<std::byte> recv) = 0;
   virtual void broadcast(Span<std::byte> data, int root) = 0;
   virtual void barrier() = 0;
 
   int64_t bytes_sent() const { return bytes_sent_; }
+  int64_t wire_bytes() const { return wire_bytes_; }
   int64_t calls() const { return calls_; }
 
  protected:
-  void count(int64_t bytes) {
-    bytes_sent_ += bytes;
+  void count(int64_t handed, int64_t wire) {
+    bytes_sent_ += handed;
+    wire_bytes_ += wire;
     ++calls_;
   }
+  // Checks alltoallv/allgatherv arguments (Error on a mismatch) and counts the call.
+  void check_and_count_alltoallv(Span<const std::byte> send, Span<const int64_t> counts, Span<std::byte> recv);
+  void check_and_count_allgatherv(Span<const std::byte> send, Span<const int64_t> counts, Span<std::byte> recv);
 
  private:
   int64_t bytes_sent_ = 0;
+  int64_t wire_bytes_ = 0;
   int64_t calls_ = 0;
 };
+
+// Ring volumes (see above), for the communicators and the cost model.
+inline int64_t ring_allreduce_wire_bytes(int64_t bytes, int world) { return 2 * (world - 1) * bytes / world; }
+inline int64_t ring_allgather_wire_bytes(int64_t bytes_per_rank, int world) { return (world - 1) * bytes_per_rank; }
 
 // A host-memory communicator also offers double sums (metrics) and is what control
 // traffic (hash agreement, metrics, checksums) goes through on every backend.
@@ -68,6 +92,8 @@ class SelfCommunicator final : public HostCommunicator {
   void allgather(Span<const std::byte> send, Span<std::byte> recv) override;
   void allreduce_sum(Span<float> data) override;
   void allreduce_sum(Span<double> data) override;
+  void alltoallv(Span<const std::byte> send, Span<const int64_t> counts, Span<std::byte> recv) override;
+  void allgatherv(Span<const std::byte> send, Span<const int64_t> counts, Span<std::byte> recv) override;
   void broadcast(Span<std::byte>, int) override {}
   void barrier() override {}
 };

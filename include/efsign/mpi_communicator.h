@@ -26,6 +26,10 @@ class MpiSession {
 // Rank among the processes on this host (MPI_COMM_TYPE_SHARED); MPI must be up.
 int mpi_local_rank();
 
+// True if MPI was initialised with at least MPI_THREAD_SERIALIZED (a communication
+// thread may issue collectives while no other thread does).
+bool mpi_serialized_threads();
+
 // Collectives over a private duplicate of MPI_COMM_WORLD.
 class MpiCommunicator final : public HostCommunicator {
  public:
@@ -37,6 +41,8 @@ class MpiCommunicator final : public HostCommunicator {
   void allgather(Span<const std::byte> send, Span<std::byte> recv) override;
   void allreduce_sum(Span<float> data) override;
   void allreduce_sum(Span<double> data) override;
+  void alltoallv(Span<const std::byte> send, Span<const int64_t> counts, Span<std::byte> recv) override;
+  void allgatherv(Span<const std::byte> send, Span<const int64_t> counts, Span<std::byte> recv) override;
   void broadcast(Span<std::byte> data, int root) override;
   void barrier() override;
 

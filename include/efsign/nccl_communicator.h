@@ -33,6 +33,8 @@ class NcclCommunicator final : public Communicator {
   MemoryKind memory() const override { return MemoryKind::kDevice; }
   void allgather(Span<const std::byte> send, Span<std::byte> recv) override;
   void allreduce_sum(Span<float> data) override;
+  void alltoallv(Span<const std::byte> send, Span<const int64_t> counts, Span<std::byte> recv) override;
+  void allgatherv(Span<const std::byte> send, Span<const int64_t> counts, Span<std::byte> recv) override;
   void broadcast(Span<std::byte> data, int root) override;
   void barrier() override;
   int device() const;

@@ -26,6 +26,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "efsign/communicator.h"
+#include "efsign/exchange.h"
 #include "efsign/layer_table.h"
 #include "efsign/sign_codec.h"
 
@@ -48,13 +49,25 @@ struct OptimizerConfig {
   double weight_decay = 0.0;
   codec::Isa isa = codec::best_isa();
   NonFinitePolicy on_nonfinite = NonFinitePolicy::kSkip;
+  // Sign family only (sgdm always allreduces fp32): efsign/exchange.h.
+  ExchangeKind exchange = ExchangeKind::kAllgather;
+  // Compress and exchange buckets of `bucket_bytes` fp32 on a communication thread as
+  // soon as backward has produced their gradients (CPU sign family). Same bits as without.
+  bool overlap = false;
+  int64_t bucket_bytes = kDefaultBucketBytes;
 };
 
 // What the last step() did, for metrics and the step-time breakdown.
 struct StepStats {
   int64_t bytes_sent = 0;  // bytes handed to the communicator by this rank
+  int64_t wire_bytes = 0;  // bytes this rank put on the network (communicator.h's model)
   int64_t calls = 0;       // collectives issued
-  double compress_ms = 0, comm_ms = 0, update_ms = 0;
+  // compress_ms includes the two-phase server's decode + re-compress. With --overlap,
+  // compress_ms and comm_ms ran on the communication thread (mostly during backward)
+  // and wait_ms is what step() itself waited for the buckets still in flight.
+  double compress_ms = 0, comm_ms = 0, update_ms = 0, wait_ms = 0;
+  int64_t buckets = 1;                      // exchanges (buckets) this step
+  int64_t buckets_started_in_backward = 0;  // --overlap: started before step() was called
   // The step was skipped on every rank: a gradient was not finite. The parameters did
   // not change; for ef-signsgd every healthy rank keeps all of p as its error (nothing
   // is lost), the offending rank zeroes the error (and momentum) of the poisoned layers.
@@ -80,6 +93,8 @@ class DistributedOptimizer {
   virtual std::string exchange_name() const = 0;
   // Bytes this rank hands the communicator per step, from the buffers' sizes.
   virtual int64_t wire_bytes_per_step() const = 0;
+  // Bytes this rank puts on the network per step (ring model, communicator.h).
+  virtual int64_t network_bytes_per_step() const = 0;
 
   // Rank-local optimizer state (EF state, momentum), named per layer; for checkpoints.
   virtual std::vector<std::pair<std::string, at::Tensor>> state_tensors() = 0;
@@ -97,6 +112,8 @@ class DistributedOptimizer {
   // true (and fills stats_) if the step must be skipped; throws AgreedError on every
   // rank under NonFinitePolicy::kAbort.
   bool nonfinite_verdict(const std::vector<float>& scales);
+  // The same, given the reason ("" = all finite), as SignExchange::nonfinite_reason().
+  bool nonfinite_verdict(const std::string& reason);
   // For sgdm: `finite` says whether the averaged gradient was finite.
   bool nonfinite_verdict_dense(bool finite);
   // Appends ("prefix.l", tensors[l]) for every layer l (state_tensors() helpers).

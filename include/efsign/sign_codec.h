@@ -87,6 +87,21 @@ void decode_average(Span<const uint32_t> messages, int world, const LayerTable& 
 void decode_average_apply(Span<const uint32_t> messages, int world, const LayerTable& table,
                           int64_t layer, Span<float> param, Isa isa);
 
+// The general form behind both: `world` blocks placed `stride` words apart (a message
+// array, an all-to-all's receive buffer, or one block with world = 1). Element i's bit
+// is bit i % 32 of word word_offset + i / 32 of each block; block w's scale is the
+// float at word scale_index of block w. inout has the n elements to decode.
+void decode_blocks(Span<const uint32_t> blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,
+                   Span<float> inout, bool apply, Isa isa);
+
+// signSGD with majority vote (Bernstein et al., 2019) over the same blocks:
+//   param = param - mean_w(s_w) * sign(sum_w sign_w)
+// mean_w(s_w) = (s_0 + ... + s_{W-1}) / W in rank order. A tie (even W) leaves the
+// element unchanged: the vote's sign(0) is 0, unlike the packing's sign(0) = +1, so
+// that ties do not push every parameter the same way.
+void vote_apply(Span<const uint32_t> blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,
+                Span<float> param);
+
 // Reads the scale of `layer` from message `rank`.
 float message_scale(Span<const uint32_t> messages, const LayerTable& table, int rank,
                     int64_t layer);

@@ -21,6 +21,9 @@ struct TrainOptions {
   bool describe = false;          // print the per-layer table and exit
   std::string backend = "mpi";    // mpi (CPU tensors) | nccl (one GPU per rank)
   double comm_timeout_s = 300;    // NCCL watchdog
+  std::string exchange = "allgather";  // allgather | two-phase | vote (sign optimizers)
+  bool overlap = false;                // bucketed exchange on a thread during backward
+  double bucket_mb = 25;               // bucket size with overlap (MiB of fp32)
   int64_t epochs = 1;
   int64_t steps_per_epoch = 0;  // 0: the whole epoch
   int64_t batch_size = 64;      // per rank
@@ -39,11 +42,11 @@ struct TrainOptions {
   int64_t eval_batch = 1000;
   std::string progress = "auto";  // auto | on | off
   std::string on_nonfinite = "skip";  // skip | abort (a NaN/Inf gradient on any rank)
-  int64_t check_every = 0;
+  int64_t check_every = 0;        // compare parameter checksums across ranks every N steps (0: only at the end)
   std::string checkpoint_dir;     // checkpoint at every epoch end (and every N steps below)
   int64_t checkpoint_every = 0;   // also every N global steps (0: epoch ends only)
   bool resume = false;            // continue from checkpoint_dir
-  int64_t max_steps = 0;          // stop after this many global steps (0: run all epochs)        // compare parameter checksums across ranks every N steps (0: only at the end)
+  int64_t max_steps = 0;          // stop after this many global steps (0: run all epochs)
   std::string isa = "auto";       // codec path: auto | avx2 | portable
 };
 
@@ -66,6 +69,7 @@ struct TrainResult {
   double test_acc = 0, test_loss = 0;
   std::string param_checksum;
   double bytes_sent_per_step = 0;
+  double wire_bytes_per_step = 0;  // ring model (communicator.h)
   int64_t fp32_bytes_per_step = 0;
 };
 

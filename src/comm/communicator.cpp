@@ -14,10 +14,51 @@ namespace efsign {
 void SelfCommunicator::allgather(Span<const std::byte> send, Span<std::byte> recv) {
   if (recv.size() != send.size()) throw Error("allgather: recv must hold size() * send bytes");
   if (!send.empty()) std::memcpy(recv.data(), send.data(), send.size());
-  count(static_cast<int64_t>(send.size()));
+  count(static_cast<int64_t>(send.size()), 0);
 }
-void SelfCommunicator::allreduce_sum(Span<float> data) { count(static_cast<int64_t>(data.size_bytes())); }
+void SelfCommunicator::allreduce_sum(Span<float> data) { count(static_cast<int64_t>(data.size_bytes()), 0); }
 void SelfCommunicator::allreduce_sum(Span<double>) {}
+void SelfCommunicator::alltoallv(Span<const std::byte> send, Span<const int64_t> counts, Span<std::byte> recv) {
+  check_and_count_alltoallv(send, counts, recv);
+  if (!send.empty()) std::memcpy(recv.data(), send.data(), send.size());
+}
+void SelfCommunicator::allgatherv(Span<const std::byte> send, Span<const int64_t> counts, Span<std::byte> recv) {
+  check_and_count_allgatherv(send, counts, recv);
+  if (!send.empty()) std::memcpy(recv.data(), send.data(), send.size());
+}
+
+void Communicator::check_and_count_alltoallv(Span<const std::byte> send, Span<const int64_t> counts,
+                                             Span<std::byte> recv) {
+  if (static_cast<int>(counts.size()) != size())
+    throw Error(fmt::format("alltoallv: {} counts for {} ranks", counts.size(), size()));
+  int64_t total = 0, wire = 0;
+  for (int c = 0; c < size(); ++c) {
+    if (counts[c] < 0) throw Error("alltoallv: negative count");
+    total += counts[c];
+    if (c != rank()) wire += counts[c];
+  }
+  if (static_cast<int64_t>(send.size()) != total)
+    throw Error(fmt::format("alltoallv: send holds {} bytes, the counts add up to {}", send.size(), total));
+  if (static_cast<int64_t>(recv.size()) != counts[rank()] * size())
+    throw Error(fmt::format("alltoallv: recv holds {} bytes, need {} x {}", recv.size(), size(), counts[rank()]));
+  count(total, wire);
+}
+
+void Communicator::check_and_count_allgatherv(Span<const std::byte> send, Span<const int64_t> counts,
+                                              Span<std::byte> recv) {
+  if (static_cast<int>(counts.size()) != size())
+    throw Error(fmt::format("allgatherv: {} counts for {} ranks", counts.size(), size()));
+  int64_t total = 0;
+  for (int c = 0; c < size(); ++c) {
+    if (counts[c] < 0) throw Error("allgatherv: negative count");
+    total += counts[c];
+  }
+  if (static_cast<int64_t>(send.size()) != counts[rank()])
+    throw Error(fmt::format("allgatherv: send holds {} bytes, counts say {}", send.size(), counts[rank()]));
+  if (static_cast<int64_t>(recv.size()) != total)
+    throw Error(fmt::format("allgatherv: recv holds {} bytes, the counts add up to {}", recv.size(), total));
+  count(static_cast<int64_t>(send.size()), ring_allgather_wire_bytes(static_cast<int64_t>(send.size()), size()));
+}
 
 void agree_or_throw(HostCommunicator& comm, uint64_t value, const std::string& what) {
   std::vector<uint64_t> all(comm.size());

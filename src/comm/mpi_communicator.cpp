@@ -3,6 +3,7 @@
 #include <mpi.h>
 
 #include <climits>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -20,7 +21,10 @@ int checked_count(std::size_t n, const char* what) {
 
 MpiSession::MpiSession(int* argc, char*** argv) {
   int provided = 0;
-  EFSIGN_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+  // SERIALIZED: with --overlap a communication thread issues the data collectives while
+  // the main thread runs backward; the two never call MPI at the same time.
+  EFSIGN_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided));
+  (void)provided;  // checked where a second thread needs it: mpi_serialized_threads()
   EFSIGN_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
   EFSIGN_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size_));
   local_rank_ = mpi_local_rank();
@@ -63,13 +67,46 @@ void MpiCommunicator::allgather(Span<const std::byte> send, Span<std::byte> recv
     throw Error(fmt::format("allgather: recv holds {} bytes, need {} x {}", recv.size(), size_, send.size()));
   const int n = checked_count(send.size(), "allgather");
   EFSIGN_MPI_CHECK(MPI_Allgather(send.data(), n, MPI_BYTE, recv.data(), n, MPI_BYTE, impl_->comm));
-  count(static_cast<int64_t>(send.size()));
+  count(static_cast<int64_t>(send.size()), ring_allgather_wire_bytes(static_cast<int64_t>(send.size()), size_));
+}
+
+namespace {
+// MPI's v-collectives take int counts and displacements.
+std::vector<int> int_counts(Span<const int64_t> counts, const char* what, std::vector<int>* displs) {
+  std::vector<int> out(counts.size());
+  int64_t off = 0;
+  for (std::size_t i = 0; i < counts.size(); ++i) {
+    out[i] = checked_count(static_cast<std::size_t>(counts[i]), what);
+    if (displs) displs->push_back(checked_count(static_cast<std::size_t>(off), what));
+    off += counts[i];
+  }
+  return out;
+}
+}  // namespace
+
+void MpiCommunicator::alltoallv(Span<const std::byte> send, Span<const int64_t> counts, Span<std::byte> recv) {
+  check_and_count_alltoallv(send, counts, recv);
+  std::vector<int> sdispl, rdispl;
+  const std::vector<int> scount = int_counts(counts, "alltoallv", &sdispl);
+  const int mine = scount[rank_];
+  const std::vector<int> rcount(size_, mine);
+  for (int w = 0; w < size_; ++w) rdispl.push_back(checked_count(static_cast<std::size_t>(w) * mine, "alltoallv"));
+  EFSIGN_MPI_CHECK(MPI_Alltoallv(send.data(), scount.data(), sdispl.data(), MPI_BYTE, recv.data(), rcount.data(),
+                                 rdispl.data(), MPI_BYTE, impl_->comm));
+}
+
+void MpiCommunicator::allgatherv(Span<const std::byte> send, Span<const int64_t> counts, Span<std::byte> recv) {
+  check_and_count_allgatherv(send, counts, recv);
+  std::vector<int> displ;
+  const std::vector<int> rcount = int_counts(counts, "allgatherv", &displ);
+  EFSIGN_MPI_CHECK(MPI_Allgatherv(send.data(), rcount[rank_], MPI_BYTE, recv.data(), rcount.data(), displ.data(),
+                                  MPI_BYTE, impl_->comm));
 }
 
 void MpiCommunicator::allreduce_sum(Span<float> data) {
   const int n = checked_count(data.size(), "allreduce");
   EFSIGN_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data.data(), n, MPI_FLOAT, MPI_SUM, impl_->comm));
-  count(static_cast<int64_t>(data.size_bytes()));
+  count(static_cast<int64_t>(data.size_bytes()), ring_allreduce_wire_bytes(static_cast<int64_t>(data.size_bytes()), size_));
 }
 
 void MpiCommunicator::allreduce_sum(Span<double> data) {
@@ -80,6 +117,12 @@ void MpiCommunicator::allreduce_sum(Span<double> data) {
 void MpiCommunicator::broadcast(Span<std::byte> data, int root) {
   const int n = checked_count(data.size(), "broadcast");
   EFSIGN_MPI_CHECK(MPI_Bcast(data.data(), n, MPI_BYTE, root, impl_->comm));
+}
+
+bool mpi_serialized_threads() {
+  int provided = MPI_THREAD_SINGLE;
+  EFSIGN_MPI_CHECK(MPI_Query_thread(&provided));
+  return provided >= MPI_THREAD_SERIALIZED;
 }
 
 void MpiCommunicator::barrier() { EFSIGN_MPI_CHECK(MPI_Barrier(impl_->comm)); }

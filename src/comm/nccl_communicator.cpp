@@ -130,7 +130,46 @@ void NcclCommunicator::allgather(Span<const std::byte> send, Span<std::byte> rec
   impl_->run("allgather", [&] {
     EFSIGN_NCCL_CHECK(ncclAllGather(send.data(), recv.data(), send.size(), ncclUint8, impl_->comm, impl_->stream->s));
   });
-  count(static_cast<int64_t>(send.size()));
+  count(static_cast<int64_t>(send.size()), ring_allgather_wire_bytes(static_cast<int64_t>(send.size()), impl_->size));
+}
+
+// NCCL has no all-to-all or allgatherv: both are grouped point-to-point calls, one
+// ncclGroupStart/End around all of them (run() opens the group).
+void NcclCommunicator::alltoallv(Span<const std::byte> send, Span<const int64_t> counts, Span<std::byte> recv) {
+  check_and_count_alltoallv(send, counts, recv);
+  const auto* src = send.data();
+  const std::size_t mine = static_cast<std::size_t>(counts[impl_->rank]);
+  impl_->run("alltoallv", [&] {
+    std::size_t off = 0;
+    for (int c = 0; c < impl_->size; ++c) {
+      const std::size_t n = static_cast<std::size_t>(counts[c]);
+      if (n) EFSIGN_NCCL_CHECK(ncclSend(src + off, n, ncclUint8, c, impl_->comm, impl_->stream->s));
+      if (mine)
+        EFSIGN_NCCL_CHECK(ncclRecv(recv.data() + c * mine, mine, ncclUint8, c, impl_->comm, impl_->stream->s));
+      off += n;
+    }
+  });
+}
+
+void NcclCommunicator::allgatherv(Span<const std::byte> send, Span<const int64_t> counts, Span<std::byte> recv) {
+  check_and_count_allgatherv(send, counts, recv);
+  std::size_t own_offset = 0;
+  for (int c = 0; c < impl_->rank; ++c) own_offset += static_cast<std::size_t>(counts[c]);
+  impl_->run("allgatherv", [&] {
+    std::size_t off = 0;
+    for (int c = 0; c < impl_->size; ++c) {
+      const std::size_t n = static_cast<std::size_t>(counts[c]);
+      if (c != impl_->rank) {
+        if (!send.empty())
+          EFSIGN_NCCL_CHECK(ncclSend(send.data(), send.size(), ncclUint8, c, impl_->comm, impl_->stream->s));
+        if (n) EFSIGN_NCCL_CHECK(ncclRecv(recv.data() + off, n, ncclUint8, c, impl_->comm, impl_->stream->s));
+      }
+      off += n;
+    }
+    if (!send.empty())
+      EFSIGN_CUDA_CHECK(cudaMemcpyAsync(recv.data() + own_offset, send.data(), send.size(), cudaMemcpyDeviceToDevice,
+                                        impl_->stream->s));
+  });
 }
 
 void NcclCommunicator::allreduce_sum(Span<float> data) {
@@ -138,7 +177,7 @@ void NcclCommunicator::allreduce_sum(Span<float> data) {
     EFSIGN_NCCL_CHECK(
         ncclAllReduce(data.data(), data.data(), data.size(), ncclFloat, ncclSum, impl_->comm, impl_->stream->s));
   });
-  count(static_cast<int64_t>(data.size_bytes()));
+  count(static_cast<int64_t>(data.size_bytes()), ring_allreduce_wire_bytes(static_cast<int64_t>(data.size_bytes()), impl_->size));
 }
 
 void NcclCommunicator::broadcast(Span<std::byte> data, int root) {

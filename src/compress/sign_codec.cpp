@@ -221,30 +221,66 @@ float message_scale(Span<const uint32_t> messages, const LayerTable& table, int 
   return detail::bits_to_float(messages[rank * table.message_words() + table.scale_offset_words() + layer]);
 }
 
-static void decode_impl(Span<const uint32_t> messages, int world, const LayerTable& table, int64_t layer,
-                        Span<float> inout, Isa isa, bool apply) {
+void decode_blocks(Span<const uint32_t> blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,
+                   Span<float> inout, bool apply, Isa isa) {
   check_isa(isa);
   if (world < 1) throw Error("decode: world size must be >= 1");
-  if (layer < 0 || layer >= table.num_layers()) throw Error("decode: layer index out of range");
-  if (static_cast<int64_t>(messages.size()) != world * table.message_words())
-    throw Error(fmt::format("decode: got {} words, expected {} messages of {} words", messages.size(), world,
-                            table.message_words()));
-  const int64_t n = table.size(layer);
-  if (static_cast<int64_t>(inout.size()) != n) throw Error("decode: output has the wrong size");
-  const int64_t scale_index = table.scale_offset_words() + layer;
+  const int64_t n = static_cast<int64_t>(inout.size());
+  if (n == 0) return;
+  const int64_t last = std::max(word_offset + words_for(n) - 1, scale_index);
+  if (word_offset < 0 || scale_index < 0 || stride < 0 ||
+      (world - 1) * stride + last >= static_cast<int64_t>(blocks.size()))
+    throw Error(fmt::format("decode: {} blocks of stride {} (words from {}, scale at {}) overrun {} words", world,
+                            stride, word_offset, scale_index, blocks.size()));
 #if defined(__x86_64__) || defined(_M_X64)
   if (isa == Isa::kAvx2) {
-    detail::decode_avx2(messages.data(), world, table.message_words(), table.word_offset(layer), scale_index, n,
-                        inout.data(), apply);
+    detail::decode_avx2(blocks.data(), world, stride, word_offset, scale_index, n, inout.data(), apply);
     return;
   }
 #endif
   if (apply)
-    detail::decode_portable<true>(messages.data(), world, table.message_words(), table.word_offset(layer),
-                                  scale_index, n, inout.data());
+    detail::decode_portable<true>(blocks.data(), world, stride, word_offset, scale_index, n, inout.data());
   else
-    detail::decode_portable<false>(messages.data(), world, table.message_words(), table.word_offset(layer),
-                                   scale_index, n, inout.data());
+    detail::decode_portable<false>(blocks.data(), world, stride, word_offset, scale_index, n, inout.data());
+}
+
+void vote_apply(Span<const uint32_t> blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,
+                Span<float> param) {
+  if (world < 1) throw Error("vote: world size must be >= 1");
+  const int64_t n = static_cast<int64_t>(param.size());
+  if (n == 0) return;
+  const int64_t last = std::max(word_offset + words_for(n) - 1, scale_index);
+  if (word_offset < 0 || scale_index < 0 || stride < 0 ||
+      (world - 1) * stride + last >= static_cast<int64_t>(blocks.size()))
+    throw Error("vote: the blocks overrun the buffer");
+  float sum = 0.0f;  // rank order, then one IEEE division (Note [bit-exact arithmetic])
+  for (int w = 0; w < world; ++w) sum += detail::bits_to_float(blocks[w * stride + scale_index]);
+  const float mean = sum / static_cast<float>(world);
+  for (int64_t base = 0; base < n; base += 32) {
+    const int64_t word = word_offset + (base >> 5);
+    int votes[32] = {};
+    for (int w = 0; w < world; ++w) {
+      const uint32_t bits = blocks[w * stride + word];
+      for (int j = 0; j < 32; ++j) votes[j] += static_cast<int>((bits >> j) & 1u);
+    }
+    const int64_t count = std::min<int64_t>(32, n - base);
+    for (int64_t j = 0; j < count; ++j) {
+      const int margin = 2 * votes[j] - world;  // (#positive) - (#negative)
+      if (margin > 0) param[base + j] = param[base + j] - mean;
+      else if (margin < 0) param[base + j] = param[base + j] + mean;
+    }
+  }
+}
+
+static void decode_impl(Span<const uint32_t> messages, int world, const LayerTable& table, int64_t layer,
+                        Span<float> inout, Isa isa, bool apply) {
+  if (layer < 0 || layer >= table.num_layers()) throw Error("decode: layer index out of range");
+  if (static_cast<int64_t>(messages.size()) != world * table.message_words())
+    throw Error(fmt::format("decode: got {} words, expected {} messages of {} words", messages.size(), world,
+                            table.message_words()));
+  if (static_cast<int64_t>(inout.size()) != table.size(layer)) throw Error("decode: output has the wrong size");
+  decode_blocks(messages, world, table.message_words(), table.word_offset(layer),
+                table.scale_offset_words() + layer, inout, apply, isa);
 }
 
 void decode_average(Span<const uint32_t> messages, int world, const LayerTable& table, int64_t layer,

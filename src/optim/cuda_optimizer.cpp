@@ -99,6 +99,9 @@ class CudaSignOptimizer final : public DistributedOptimizer {
 
   std::string exchange_name() const override { return fmt::format("allgather of packed signs ({}, fused CUDA kernels)", data_.backend()); }
   int64_t wire_bytes_per_step() const override { return table_.message_bytes(); }
+  int64_t network_bytes_per_step() const override {
+    return ring_allgather_wire_bytes(table_.message_bytes(), data_.size());
+  }
 
   void step() override {
     grads_.clear();
@@ -116,10 +119,11 @@ class CudaSignOptimizer final : public DistributedOptimizer {
                              prev_scale_.data_ptr<float>(), partials_.data_ptr<double>(),
                              reinterpret_cast<uint32_t*>(send_.data_ptr<int32_t>()), nullptr);
     engine_.mark(1);
-    const int64_t bytes0 = data_.bytes_sent(), calls0 = data_.calls();
+    const int64_t bytes0 = data_.bytes_sent(), wire0 = data_.wire_bytes(), calls0 = data_.calls();
     data_.allgather(Span<const std::byte>(static_cast<const std::byte*>(send_.data_ptr()), send_.numel() * 4),
                     Span<std::byte>(static_cast<std::byte*>(recv_.data_ptr()), recv_.numel() * 4));
     stats_.bytes_sent = data_.bytes_sent() - bytes0;
+    stats_.wire_bytes = data_.wire_bytes() - wire0;
     stats_.calls = data_.calls() - calls0;
     engine_.mark(2);
     {  // Note [non-finite]: every rank's scales, W rows of L, to the host.
@@ -187,6 +191,9 @@ class CudaSgdmOptimizer final : public DistributedOptimizer {
   }
   std::string exchange_name() const override { return fmt::format("fp32 allreduce ({})", data_.backend()); }
   int64_t wire_bytes_per_step() const override { return table_.fp32_bytes(); }
+  int64_t network_bytes_per_step() const override {
+    return ring_allreduce_wire_bytes(table_.fp32_bytes(), data_.size());
+  }
 
   void step() override {
     grads_.clear();
@@ -197,9 +204,10 @@ class CudaSgdmOptimizer final : public DistributedOptimizer {
     kernels::gather_grads_launch(engine_.layers(), L, engine_.chunks(), engine_.num_chunks(),
                                  flat_.data_ptr<float>(), nullptr);
     engine_.mark(1);
-    const int64_t bytes0 = data_.bytes_sent(), calls0 = data_.calls();
+    const int64_t bytes0 = data_.bytes_sent(), wire0 = data_.wire_bytes(), calls0 = data_.calls();
     data_.allreduce_sum(Span<float>(flat_.data_ptr<float>(), flat_.numel()));
     stats_.bytes_sent = data_.bytes_sent() - bytes0;
+    stats_.wire_bytes = data_.wire_bytes() - wire0;
     stats_.calls = data_.calls() - calls0;
     engine_.mark(2);
     if (nonfinite_verdict_dense(at::isfinite(flat_).all().item<bool>())) {
@@ -235,6 +243,10 @@ std::unique_ptr<DistributedOptimizer> make_cuda(std::vector<at::Tensor> params, 
                                                 HostCommunicator& control, const OptimizerConfig& config) {
   if (data.memory() != MemoryKind::kDevice)
     throw UsageError("parameters on a GPU need a device communicator (--backend nccl)");
+  if (config.exchange != ExchangeKind::kAllgather || config.overlap)
+    throw UsageError(fmt::format("--exchange {}{} is implemented for the CPU (--backend mpi) path only; the CUDA path "
+                                 "exchanges by allgather, without overlap",
+                                 exchange_kind_name(config.exchange), config.overlap ? " --overlap" : ""));
   if (config.kind == OptimizerKind::kSgdm)
     return std::make_unique<CudaSgdmOptimizer>(std::move(params), data, control, config);
   return std::make_unique<CudaSignOptimizer>(std::move(params), data, control, config);

@@ -53,8 +53,15 @@ DistributedOptimizer::DistributedOptimizer(std::vector<at::Tensor> params, Commu
     throw UsageError(fmt::format("momentum must be in [0, 1) (got {})", config_.momentum));
   if (config_.weight_decay < 0)
     throw UsageError(fmt::format("weight decay must be >= 0 (got {})", config_.weight_decay));
+  if (config_.kind == OptimizerKind::kSgdm && (config_.exchange != ExchangeKind::kAllgather || config_.overlap))
+    throw UsageError("sgdm always exchanges by fp32 allreduce: --exchange and --overlap are for the sign optimizers");
+  if (config_.overlap && config_.bucket_bytes <= 0)
+    throw UsageError(fmt::format("bucket size must be > 0 (got {} bytes)", config_.bucket_bytes));
   uint64_t h = fnv1a_u64(table_.hash(), fnv1a_string(optimizer_name(config_.kind)));
   agree_or_throw(control_, h, "the model's layer table and the optimizer");
+  h = fnv1a_string(exchange_kind_name(config_.exchange));
+  h = fnv1a_u64(h, config_.overlap ? static_cast<uint64_t>(config_.bucket_bytes) : 0);
+  agree_or_throw(control_, h, "the exchange (--exchange, --overlap, --bucket-mb)");
 }
 
 at::Tensor DistributedOptimizer::grad_of(int64_t l) {
@@ -89,6 +96,14 @@ bool DistributedOptimizer::nonfinite_verdict(const std::vector<float>& scales) {
         return true;
       }
   return false;
+}
+
+bool DistributedOptimizer::nonfinite_verdict(const std::string& reason) {
+  stats_.skipped = !reason.empty();
+  stats_.skip_reason = reason;
+  if (stats_.skipped && config_.on_nonfinite == NonFinitePolicy::kAbort)
+    throw AgreedError(reason + " (--on-nonfinite abort)");
+  return stats_.skipped;
 }
 
 bool DistributedOptimizer::nonfinite_verdict_dense(bool finite) {

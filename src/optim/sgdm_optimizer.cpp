@@ -25,6 +25,9 @@ class SgdmOptimizer final : public DistributedOptimizer {
 
   std::string exchange_name() const override { return fmt::format("fp32 allreduce ({})", data_.backend()); }
   int64_t wire_bytes_per_step() const override { return table_.fp32_bytes(); }
+  int64_t network_bytes_per_step() const override {
+    return ring_allreduce_wire_bytes(table_.fp32_bytes(), data_.size());
+  }
 
   void step() override {
     Stopwatch sw;
@@ -34,9 +37,10 @@ class SgdmOptimizer final : public DistributedOptimizer {
       std::memcpy(flat_.data() + table_.elem_offset(l), g.data_ptr<float>(), 4 * table_.size(l));
     }
     stats_.compress_ms = sw.lap_ms();
-    const int64_t bytes0 = data_.bytes_sent(), calls0 = data_.calls();
+    const int64_t bytes0 = data_.bytes_sent(), wire0 = data_.wire_bytes(), calls0 = data_.calls();
     data_.allreduce_sum(Span<float>(flat_));
     stats_.bytes_sent = data_.bytes_sent() - bytes0;
+    stats_.wire_bytes = data_.wire_bytes() - wire0;
     stats_.calls = data_.calls() - calls0;
     stats_.comm_ms = sw.lap_ms();
 

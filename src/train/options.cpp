@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "efsign/error.h"
+#include "efsign/exchange.h"
 #include "efsign/models.h"
 #include "efsign/optimizer.h"
 #include "efsign/trainer.h"
@@ -77,6 +78,13 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
     ("describe", "print the model's per-layer table (shape, parameters, bytes per step fp32 vs compressed) and exit")
     ("backend", "mpi: CPU tensors, MPI collectives | nccl: one GPU per rank (the local rank), fused CUDA "
                 "kernels, NCCL collectives", cxxopts::value<std::string>()->default_value(o.backend))
+    ("exchange", "how the sign optimizers' messages travel: allgather (every rank gets every message; bytes grow "
+                 "with W) | two-phase (compressed all-to-all, average + re-compress with a server-side error "
+                 "buffer, compressed allgather: ~2 d/8 bytes per rank for any W) | vote (allgather, majority "
+                 "vote of the signs times the mean scale)", cxxopts::value<std::string>()->default_value("allgather"))
+    ("overlap", "compress and exchange gradients in buckets on a communication thread while backward runs "
+                "(sign optimizers, --backend mpi); same results bit for bit")
+    ("bucket-mb", "bucket size for --overlap, MiB of fp32 gradient", cxxopts::value<double>()->default_value("25"))
     ("comm-timeout", "seconds an NCCL collective may take before the job is aborted (0 = wait forever)",
        cxxopts::value<double>()->default_value("300"))
     ("epochs", "number of epochs", cxxopts::value<int64_t>()->default_value("1"))
@@ -139,6 +147,9 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
     o.describe = r.count("describe") > 0;
     o.backend = r["backend"].as<std::string>();
     o.comm_timeout_s = r["comm-timeout"].as<double>();
+    o.exchange = r["exchange"].as<std::string>();
+    o.overlap = r.count("overlap") > 0;
+    o.bucket_mb = r["bucket-mb"].as<double>();
     o.epochs = r["epochs"].as<int64_t>();
     o.steps_per_epoch = r["steps-per-epoch"].as<int64_t>();
     o.batch_size = r["batch-size"].as<int64_t>();
@@ -199,6 +210,12 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
   if (o.backend != "mpi" && o.backend != "nccl")
     throw UsageError(fmt::format("unknown backend '{}' (choose mpi or nccl)", o.backend));
   if (!(o.comm_timeout_s >= 0)) throw UsageError("--comm-timeout must be >= 0");
+  parse_exchange(o.exchange);  // throws UsageError with the choices
+  if (o.optimizer == "sgdm" && (o.exchange != "allgather" || o.overlap))
+    throw UsageError("sgdm always exchanges by fp32 allreduce: --exchange and --overlap are for signsgd, signum and "
+                     "ef-signsgd");
+  if (!(o.bucket_mb > 0 && std::isfinite(o.bucket_mb)))
+    throw UsageError(fmt::format("--bucket-mb must be a positive number (got {})", o.bucket_mb));
   if (o.epochs < 1) throw UsageError(fmt::format("--epochs must be >= 1 (got {})", o.epochs));
   if (o.steps_per_epoch < 0) throw UsageError(fmt::format("--steps-per-epoch must be >= 0 (got {})", o.steps_per_epoch));
   if (o.batch_size < 1) throw UsageError(fmt::format("--batch-size must be >= 1 (got {})", o.batch_size));

@@ -245,6 +245,12 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
     if (!codec::isa_available(codec::Isa::kAvx2)) throw UsageError("--isa avx2: this CPU has no AVX2");
     cfg.isa = codec::Isa::kAvx2;
   }
+  cfg.exchange = parse_exchange(o.exchange);
+  cfg.overlap = o.overlap;
+  cfg.bucket_bytes = static_cast<int64_t>(o.bucket_mb * (1 << 20));
+  if (o.overlap && o.backend == "mpi" && !mpi_serialized_threads())
+    throw UsageError("--overlap: this MPI library does not provide MPI_THREAD_SERIALIZED, which the communication "
+                     "thread needs");
   const double base_lr = cfg.lr;
   opt = make_optimizer(model->parameters(), data_plane, comm, cfg);
   const LayerTable& table = opt->layers();
@@ -260,7 +266,9 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
   ckpt.layout_hash = table.hash();
   ckpt.seed = o.seed;
   ckpt.model = o.model;
-  ckpt.optimizer = o.optimizer;
+  // The exchange is part of the optimizer's state (two-phase keeps a server error);
+  // --overlap changes no bit, so a run may resume with or without it.
+  ckpt.optimizer = o.exchange == "allgather" ? o.optimizer : o.optimizer + "/" + o.exchange;
   int64_t start_epoch = 1, start_step = 0, resumed_global_step = 0;
   if (o.resume) {
     std::string err;
@@ -299,10 +307,13 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
     fmt::print("efsign-train: {} ranks, backend {} on {}, optimizer {} (lr {}), model {} ({}), codec {}\n", world,
                data_plane.backend(), device.str(), o.optimizer, cfg.lr, o.model, table.describe(),
                device.is_cuda() ? "cuda" : codec::isa_name(cfg.isa));
-    fmt::print("  exchange: {}; {} per rank per step vs {} for an fp32 allreduce ({:.1f}x fewer)\n",
+    const double fp32_wire = static_cast<double>(ring_allreduce_wire_bytes(table.fp32_bytes(), world));
+    const double wire = static_cast<double>(opt->network_bytes_per_step());
+    fmt::print("  exchange: {}; hands {} per rank per step to the network layer (fp32: {}); puts {} on the wire "
+               "vs {} for an fp32 ring allreduce ({}; ring model)\n",
                opt->exchange_name(), human_bytes(static_cast<double>(opt->wire_bytes_per_step())),
-               human_bytes(static_cast<double>(table.fp32_bytes())),
-               static_cast<double>(table.fp32_bytes()) / static_cast<double>(opt->wire_bytes_per_step()));
+               human_bytes(static_cast<double>(table.fp32_bytes())), human_bytes(wire), human_bytes(fp32_wire),
+               wire > 0 ? fmt::format("{:.1f}x fewer", fp32_wire / wire) : std::string("W = 1: nothing"));
     fmt::print("  data: {} ({} train, {} test), {} steps/epoch of {} x {} images\n", data.train.name,
                data.train.size(), data.test.size(), steps, world, o.batch_size);
     if (augment) fmt::print("  augmentation: random 32x32 crop of the 4-pixel zero-padded image + horizontal flip\n");
@@ -310,7 +321,7 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
   }
 
   TrainResult result;
-  double total_bytes = 0, total_steps = 0, total_train_s = 0, total_images = 0;
+  double total_bytes = 0, total_wire = 0, total_steps = 0, total_train_s = 0, total_images = 0;
   const auto run_start = Clock::now();
   int64_t global_step = resumed_global_step;
   bool stopped = false;
@@ -328,7 +339,8 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
     ProgressBar bar(progress);
     double sums[2] = {0, 0};  // loss * n, correct
     int64_t skipped = 0;
-    double images = 0, fwd_bwd_ms = 0, compress_ms = 0, comm_ms = 0, update_ms = 0, epoch_bytes = 0;
+    double images = 0, fwd_bwd_ms = 0, compress_ms = 0, comm_ms = 0, update_ms = 0, wait_ms = 0, epoch_bytes = 0,
+           epoch_wire = 0;
     const auto t0 = Clock::now();
     const int64_t first_step = epoch == start_epoch ? start_step : 0;
     const int64_t first_global = global_step;
@@ -377,7 +389,9 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
       compress_ms += st.compress_ms;
       comm_ms += st.comm_ms;
       update_ms += st.update_ms;
+      wait_ms += st.wait_ms;
       epoch_bytes += static_cast<double>(st.bytes_sent);
+      epoch_wire += static_cast<double>(st.wire_bytes);
       // Not at an epoch's last step: the epoch-end checkpoint (after BN averaging) follows.
       if (!o.checkpoint_dir.empty() && o.checkpoint_every > 0 && global_step % o.checkpoint_every == 0 &&
           step + 1 < steps)
@@ -405,6 +419,7 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
     const double img_s = agg[2] / train_s;
     const double bytes_per_step = epoch_bytes / static_cast<double>(done);
     total_bytes += epoch_bytes;
+    total_wire += epoch_wire;
     total_steps += static_cast<double>(done);
     total_train_s += train_s;
     total_images += agg[2];
@@ -430,7 +445,9 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
                         .add("compress_ms", compress_ms / done)
                         .add("comm_ms", comm_ms / done)
                         .add("update_ms", update_ms / done)
+                        .add("wait_ms", wait_ms / done)
                         .add("bytes_sent_per_step", bytes_per_step)
+                        .add("wire_bytes_per_step", epoch_wire / static_cast<double>(done))
                         .add("steps", done)
                         .add("skipped_steps", skipped));
     }
@@ -452,20 +469,25 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
   }
   result.param_checksum = hex64(sum);
   result.bytes_sent_per_step = total_bytes / total_steps;
+  result.wire_bytes_per_step = total_wire / total_steps;
   result.fp32_bytes_per_step = table.fp32_bytes();
   if (root) {
-    fmt::print("done: test acc {:.2f}%, {} sent per rank per step ({:.1f}x fewer than fp32), "
-               "all {} replicas identical (checksum {}), {:.1f} s\n",
+    fmt::print("done: test acc {:.2f}%, {} sent per rank per step ({:.1f}x fewer than fp32; on the wire {} vs {} for "
+               "an fp32 ring allreduce), all {} replicas identical (checksum {}), {:.1f} s\n",
                100 * result.test_acc, human_bytes(result.bytes_sent_per_step),
-               static_cast<double>(result.fp32_bytes_per_step) / result.bytes_sent_per_step, world,
+               static_cast<double>(result.fp32_bytes_per_step) / result.bytes_sent_per_step,
+               human_bytes(result.wire_bytes_per_step),
+               human_bytes(static_cast<double>(ring_allreduce_wire_bytes(table.fp32_bytes(), world))), world,
                result.param_checksum, seconds_since(run_start));
     metrics.write(JsonLine()
                       .add("event", "summary")
                       .add("world_size", world)
                       .add("backend", data_plane.backend())
                       .add("optimizer", o.optimizer)
+                      .add("exchange", o.optimizer == "sgdm" ? std::string("allreduce") : o.exchange)
+                      .add("overlap", o.overlap)
                       .add("model", o.model)
-                .add("dataset", data.train.name)
+                      .add("dataset", data.train.name)
                       .add("epochs", o.epochs)
                       .add("batch_size", o.batch_size)
                       .add("lr", base_lr)
@@ -475,6 +497,8 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
                       .add("test_loss", result.test_loss)
                       .add("bytes_sent_per_step", result.bytes_sent_per_step)
                       .add("fp32_bytes_per_step", result.fp32_bytes_per_step)
+                      .add("wire_bytes_per_step", result.wire_bytes_per_step)
+                      .add("fp32_ring_wire_bytes_per_step", ring_allreduce_wire_bytes(table.fp32_bytes(), world))
                       .add("compression_ratio", static_cast<double>(result.fp32_bytes_per_step) /
                                                     result.bytes_sent_per_step)
                       .add("step_time_ms", total_train_s * 1e3 / total_steps)

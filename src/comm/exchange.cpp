@@ -1,0 +1,321 @@
+#include "efsign/exchange.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "efsign/error.h"
+
+namespace efsign {
+
+ExchangeKind parse_exchange(const std::string& name) {
+  if (name == "allgather") return ExchangeKind::kAllgather;
+  if (name == "two-phase") return ExchangeKind::kTwoPhase;
+  if (name == "vote") return ExchangeKind::kVote;
+  throw UsageError(fmt::format("unknown exchange '{}' (choose one of: allgather, two-phase, vote)", name));
+}
+
+std::string exchange_kind_name(ExchangeKind kind) {
+  switch (kind) {
+    case ExchangeKind::kAllgather: return "allgather";
+    case ExchangeKind::kTwoPhase: return "two-phase";
+    case ExchangeKind::kVote: return "vote";
+  }
+  return "?";
+}
+
+std::vector<Bucket> make_buckets(const LayerTable& table, int64_t bucket_bytes) {
+  const int64_t L = table.num_layers();
+  if (bucket_bytes <= 0 || L == 0) return {Bucket{0, L}};
+  std::vector<Bucket> out;
+  int64_t last = L, bytes = 0;
+  for (int64_t l = L - 1; l >= 0; --l) {
+    bytes += 4 * table.size(l);
+    if (bytes >= bucket_bytes || l == 0) {
+      out.push_back(Bucket{l, last});
+      last = l;
+      bytes = 0;
+    }
+  }
+  return out;
+}
+
+namespace {
+float bits_to_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+uint32_t float_to_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+}  // namespace
+
+SignExchange::SignExchange(ExchangeKind kind, const LayerTable& table, std::vector<Bucket> buckets,
+                           Communicator& comm, codec::Isa isa)
+    : kind_(kind),
+      table_(table),
+      buckets_(std::move(buckets)),
+      comm_(comm),
+      isa_(isa),
+      world_(comm.size()),
+      rank_(comm.rank()) {
+  if (comm.memory() != MemoryKind::kHost) throw Error("SignExchange needs a host communicator");
+  const int64_t L = table_.num_layers();
+  bucket_of_.assign(L, -1);
+  for (std::size_t b = 0; b < buckets_.size(); ++b) {
+    const Bucket& k = buckets_[b];
+    if (k.first < 0 || k.last > L || k.first >= k.last) throw Error("SignExchange: empty or out-of-range bucket");
+    for (int64_t l = k.first; l < k.last; ++l) {
+      if (bucket_of_[l] != -1) throw Error(fmt::format("SignExchange: layer {} is in two buckets", l));
+      bucket_of_[l] = static_cast<int>(b);
+    }
+  }
+  for (int64_t l = 0; l < L; ++l)
+    if (bucket_of_[l] == -1) throw Error(fmt::format("SignExchange: layer {} is in no bucket", l));
+  bb_.resize(buckets_.size());
+  for (std::size_t b = 0; b < buckets_.size(); ++b) {
+    BucketBuffers& bb = bb_[b];
+    bb.word_begin = table_.word_offset(buckets_[b].first);
+    bb.words = table_.word_offset(buckets_[b].last - 1) + table_.words(buckets_[b].last - 1) - bb.word_begin;
+    bb.message.assign(bb.words + (buckets_[b].last - buckets_[b].first), 0);
+    if (kind_ != ExchangeKind::kTwoPhase) bb.recv.assign(bb.message.size() * world_, 0);
+  }
+  if (kind_ == ExchangeKind::kTwoPhase) plan_two_phase();
+}
+
+void SignExchange::plan_two_phase() {
+  const int64_t T = table_.total_words();
+  const int64_t K = (T + world_ - 1) / world_;
+  auto chunk_begin = [&](int64_t c) { return std::min(c * K, T); };
+  layer_segments_.assign(table_.num_layers(), {});
+  int64_t server_elems = 0;
+  for (std::size_t b = 0; b < buckets_.size(); ++b) {
+    BucketBuffers& bb = bb_[b];
+    bb.blocks.resize(world_);
+    for (int c = 0; c < world_; ++c) {
+      Block& blk = bb.blocks[c];
+      blk.word_begin = std::max(bb.word_begin, chunk_begin(c));
+      blk.word_end = std::min(bb.word_begin + bb.words, chunk_begin(c + 1));
+      if (blk.word_end <= blk.word_begin) {  // no word of this bucket in chunk c
+        blk.word_begin = blk.word_end = 0;
+        continue;
+      }
+      for (int64_t l = buckets_[b].first; l < buckets_[b].last; ++l) {
+        const int64_t lw0 = table_.word_offset(l), lw1 = lw0 + table_.words(l);
+        const int64_t w0 = std::max(lw0, blk.word_begin), w1 = std::min(lw1, blk.word_end);
+        if (w1 <= w0) continue;
+        Segment s;
+        s.layer = l;
+        s.chunk = c;
+        s.word_begin = w0;
+        s.word_end = w1;
+        s.elem_begin = 32 * (w0 - lw0);
+        s.elems = std::min(32 * (w1 - lw0), table_.size(l)) - s.elem_begin;
+        s.slot = static_cast<int64_t>(blk.segments.size());
+        s.server_offset = -1;
+        blk.segments.push_back(static_cast<int64_t>(segments_.size()));
+        layer_segments_[l].push_back(static_cast<int64_t>(segments_.size()));
+        segments_.push_back(s);
+      }
+    }
+    int64_t total = 0;
+    bb.counts.resize(world_);
+    bb.gathered_at.resize(world_);
+    for (int c = 0; c < world_; ++c) {
+      bb.counts[c] = 4 * bb.blocks[c].len();
+      bb.gathered_at[c] = total;
+      total += bb.blocks[c].len();
+    }
+    bb.to_servers.assign(total, 0);
+    bb.gathered.assign(total, 0);
+    bb.from_workers.assign(world_ * bb.blocks[rank_].len(), 0);
+    bb.served.assign(bb.blocks[rank_].len(), 0);
+  }
+  // The server state is laid out in layer order, whatever the buckets, so that a
+  // checkpoint taken with one bucketing (--overlap or not) resumes under another.
+  std::vector<Segment*> own;
+  for (Segment& s : segments_)
+    if (s.chunk == rank_) own.push_back(&s);
+  std::sort(own.begin(), own.end(), [](const Segment* a, const Segment* b) { return a->word_begin < b->word_begin; });
+  for (Segment* s : own) {
+    s->server_offset = server_elems;
+    server_elems += s->elems;
+  }
+  err_.assign(server_elems, 0.0f);
+  p_.assign(server_elems, 0.0f);
+}
+
+Span<uint32_t> SignExchange::words_of(int64_t layer) {
+  BucketBuffers& bb = bb_[bucket_of_[layer]];
+  return Span<uint32_t>(bb.message.data() + table_.word_offset(layer) - bb.word_begin, table_.words(layer));
+}
+
+void SignExchange::set_scale(int64_t layer, float scale) {
+  const int b = bucket_of_[layer];
+  bb_[b].message[bb_[b].words + (layer - buckets_[b].first)] = float_to_bits(scale);
+}
+
+void SignExchange::exchange(int b) {
+  BucketBuffers& bb = bb_[b];
+  if (kind_ == ExchangeKind::kTwoPhase) {
+    exchange_two_phase(bb);
+    return;
+  }
+  comm_.allgather(as_bytes(Span<const uint32_t>(bb.message)), as_writable_bytes(Span<uint32_t>(bb.recv)));
+}
+
+void SignExchange::exchange_two_phase(BucketBuffers& bb) {
+  const int b = static_cast<int>(&bb - bb_.data());
+  const int64_t first = buckets_[b].first;
+  // Phase 1: block (b, c) of this rank's message goes to rank c.
+  int64_t off = 0;
+  for (int c = 0; c < world_; ++c) {
+    const Block& blk = bb.blocks[c];
+    const int64_t nw = blk.word_end - blk.word_begin;
+    if (nw) std::memcpy(&bb.to_servers[off], &bb.message[blk.word_begin - bb.word_begin], 4 * nw);
+    for (std::size_t k = 0; k < blk.segments.size(); ++k)
+      bb.to_servers[off + nw + k] = bb.message[bb.words + (segments_[blk.segments[k]].layer - first)];
+    off += blk.len();
+  }
+  comm_.alltoallv(as_bytes(Span<const uint32_t>(bb.to_servers)), Span<const int64_t>(bb.counts),
+                  as_writable_bytes(Span<uint32_t>(bb.from_workers)));
+
+  // Server: average the W copies of each own segment, add the server error, re-compress.
+  const auto t0 = std::chrono::steady_clock::now();
+  const Block& mine = bb.blocks[rank_];
+  const int64_t len = mine.len(), nw = mine.word_end - mine.word_begin;
+  for (int64_t id : mine.segments) {
+    const Segment& s = segments_[id];
+    Span<float> p(p_.data() + s.server_offset, s.elems);
+    codec::decode_blocks(Span<const uint32_t>(bb.from_workers), world_, len, s.word_begin - mine.word_begin,
+                         nw + s.slot, p, /*apply=*/false, isa_);
+    const float* e = err_.data() + s.server_offset;
+    for (int64_t i = 0; i < s.elems; ++i) p[i] = e[i] + p[i];
+    codec::LayerBuffers lb;
+    lb.grad = Span<const float>(p.data(), p.size());
+    lb.words = Span<uint32_t>(bb.served.data() + (s.word_begin - mine.word_begin), s.word_end - s.word_begin);
+    codec::CompressParams cp;
+    cp.lr = 1.0f;  // lr * p == p exactly: compress_layer only packs and takes mean |p|
+    bb.served[nw + s.slot] = float_to_bits(codec::compress_layer(lb, cp, isa_));
+  }
+  server_ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+
+  // Phase 2: every rank gets every server's block.
+  comm_.allgatherv(as_bytes(Span<const uint32_t>(bb.served)), Span<const int64_t>(bb.counts),
+                   as_writable_bytes(Span<uint32_t>(bb.gathered)));
+}
+
+std::string SignExchange::nonfinite_reason() const {
+  if (kind_ == ExchangeKind::kTwoPhase) {
+    for (const Segment& s : segments_) {
+      const BucketBuffers& bb = bb_[bucket_of_[s.layer]];
+      const Block& blk = bb.blocks[s.chunk];
+      const float v = bits_to_float(bb.gathered[bb.gathered_at[s.chunk] + (blk.word_end - blk.word_begin) + s.slot]);
+      if (!std::isfinite(v))
+        return fmt::format("non-finite gradient (NaN or Inf) in layer {} (its average, formed on rank {}, is not finite)",
+                           s.layer, s.chunk);
+    }
+    return "";
+  }
+  // Report the lowest (rank, layer), as one message would.
+  for (int w = 0; w < world_; ++w)
+    for (int64_t l = 0; l < table_.num_layers(); ++l) {
+      const int b = bucket_of_[l];
+      const BucketBuffers& bb = bb_[b];
+      const int64_t mw = static_cast<int64_t>(bb.message.size());
+      if (!std::isfinite(bits_to_float(bb.recv[w * mw + bb.words + (l - buckets_[b].first)])))
+        return fmt::format("non-finite gradient (NaN or Inf) on rank {} in layer {}", w, l);
+    }
+  return "";
+}
+
+void SignExchange::apply(int64_t layer, Span<float> param) {
+  if (static_cast<int64_t>(param.size()) != table_.size(layer)) throw Error("SignExchange::apply: wrong size");
+  const int b = bucket_of_[layer];
+  const BucketBuffers& bb = bb_[b];
+  if (kind_ == ExchangeKind::kTwoPhase) {
+    for (int64_t id : layer_segments_[layer]) {
+      const Segment& s = segments_[id];
+      const Block& blk = bb.blocks[s.chunk];
+      const int64_t at = bb.gathered_at[s.chunk];
+      codec::decode_blocks(Span<const uint32_t>(bb.gathered), 1, 0, at + (s.word_begin - blk.word_begin),
+                           at + (blk.word_end - blk.word_begin) + s.slot, param.subspan(s.elem_begin, s.elems),
+                           /*apply=*/true, isa_);
+    }
+    return;
+  }
+  const int64_t mw = static_cast<int64_t>(bb.message.size());
+  const int64_t word_offset = table_.word_offset(layer) - bb.word_begin;
+  const int64_t scale_index = bb.words + (layer - buckets_[b].first);
+  if (kind_ == ExchangeKind::kVote)
+    codec::vote_apply(Span<const uint32_t>(bb.recv), world_, mw, word_offset, scale_index, param);
+  else
+    codec::decode_blocks(Span<const uint32_t>(bb.recv), world_, mw, word_offset, scale_index, param, true, isa_);
+}
+
+void SignExchange::commit() {
+  if (kind_ != ExchangeKind::kTwoPhase) return;
+  for (std::size_t b = 0; b < bb_.size(); ++b) {
+    const Block& mine = bb_[b].blocks[rank_];
+    const int64_t nw = mine.word_end - mine.word_begin;
+    for (int64_t id : mine.segments) {
+      const Segment& s = segments_[id];
+      codec::error_from_state(Span<const float>(p_.data() + s.server_offset, s.elems),
+                              bits_to_float(bb_[b].served[nw + s.slot]),
+                              Span<float>(err_.data() + s.server_offset, s.elems));
+    }
+  }
+}
+
+void SignExchange::reset() {
+  std::fill(err_.begin(), err_.end(), 0.0f);
+  std::fill(p_.begin(), p_.end(), 0.0f);
+}
+
+int64_t SignExchange::handed_bytes_per_step() const {
+  int64_t total = 0;
+  for (const BucketBuffers& bb : bb_) {
+    if (kind_ != ExchangeKind::kTwoPhase) {
+      total += 4 * static_cast<int64_t>(bb.message.size());
+      continue;
+    }
+    total += 4 * static_cast<int64_t>(bb.to_servers.size()) + 4 * static_cast<int64_t>(bb.served.size());
+  }
+  return total;
+}
+
+int64_t SignExchange::wire_bytes_per_step() const {
+  int64_t total = 0;
+  for (const BucketBuffers& bb : bb_) {
+    if (kind_ != ExchangeKind::kTwoPhase) {
+      total += ring_allgather_wire_bytes(4 * static_cast<int64_t>(bb.message.size()), world_);
+      continue;
+    }
+    for (int c = 0; c < world_; ++c)
+      if (c != rank_) total += bb.counts[c];
+    total += ring_allgather_wire_bytes(bb.counts[rank_], world_);
+  }
+  return total;
+}
+
+double SignExchange::take_server_ms() {
+  const double ms = server_ms_;
+  server_ms_ = 0;
+  return ms;
+}
+
+std::string SignExchange::describe() const {
+  const char* what = kind_ == ExchangeKind::kTwoPhase ? "two-phase compressed allreduce (alltoallv + allgatherv)"
+                     : kind_ == ExchangeKind::kVote   ? "majority vote over an allgather of packed signs"
+                                                      : "allgather of packed signs";
+  const std::string buckets = bb_.size() == 1 ? "" : fmt::format(", {} buckets", bb_.size());
+  return fmt::format("{} ({}{})", what, comm_.backend(), buckets);
+}
+
+}  // namespace efsign
