@@ -1,15 +1,17 @@
 // efsign-bench: measurements a user needs to decide whether efsign pays off.
 //
 //   mpirun -np W efsign-bench comm [-b 1e3] [-e 1e8] [-f 10] [--iters 20] [--warmup 3] [--json F]
-//     For each gradient size d (one layer): fp32 allreduce of d floats; the compressed
-//     exchange end to end (EF compress + allgather + decode-average-apply); the
-//     allgather of the compressed message alone. Bandwidths as nccl-tests defines them:
+//     For each gradient size d (one layer): fp32 allreduce of d floats; each compressed
+//     exchange end to end (EF compress + exchange + apply: "compressed" = allgather,
+//     "two-phase", "vote"; efsign/exchange.h); the allgather of the message alone. Bandwidths as nccl-tests defines them:
 //       allreduce: S = 4d bytes,        algbw = S / t, busbw = algbw * 2(W-1)/W
 //       allgather: S = W * message,     algbw = S / t, busbw = algbw * (W-1)/W
-//     (the compressed row uses the allgather's S). Every size is checked once, untimed:
-//     allreduce inputs are small integers (exact sums); the compressed result must equal,
-//     bit for bit, a local decode of every rank's message rebuilt from its seed. Wrong
-//     elements are counted and printed, never hidden.
+//       two-phase: S = message,          algbw = S / t, busbw = algbw * 2(W-1)/W
+//     (compressed and vote use the allgather's S). Every size is checked once, untimed:
+//     allreduce inputs are small integers (exact sums); each compressed result must
+//     equal, bit for bit, the update computed locally from every rank's message rebuilt
+//     from its seed (for two-phase and vote written out here, not by the library).
+//     Wrong elements are counted and printed, never hidden.
 //
 //   efsign-bench codec [--model resnet18|vgg19] [--world 2] [--iters 20] [--json F]
 //     The CPU codec on a real model's layer table, against a memcpy of the same
@@ -20,9 +22,11 @@
 //     Images/s of the input pipeline alone (gather, crop+flip, normalise) against
 //     images/s of forward+backward of the model on the same batches, one process.
 //
-//   mpirun -np W efsign-bench step [--model convnet] [--batch-size 64] [--steps 30] [--json F]
+//   mpirun -np W efsign-bench step [--model convnet] [--batch-size 64] [--steps 30] [--overlap] [--json F]
 //     Per-step time split into forward+backward, compress, communicate, decode+update,
-//     and images/s, for each optimizer, same model and batch, in one run.
+//     and images/s, for each optimizer (ef-signsgd once per exchange), same model and
+//     batch, in one run. With --overlap the sign rows exchange buckets during backward
+//     and the share of the exchange hidden behind backward is reported.
 #include <mpi.h>
 #include <torch/torch.h>
 
@@ -40,6 +44,7 @@
 
 #include "efsign/data.h"
 #include "efsign/error.h"
+#include "efsign/exchange.h"
 #include "efsign/layer_table.h"
 #include "efsign/metrics.h"
 #include "efsign/models.h"
@@ -114,44 +119,64 @@ int run_comm(int argc, char** argv, MpiCommunicator& comm) {
   if (root) {
     fmt::print("# efsign-bench comm: {} ranks, backend {}, codec {}, {} iterations after {} warm-up\n", W,
                comm.backend(), codec::isa_name(isa), iters, warmup);
-    fmt::print("# allreduce: S = 4d, busbw = algbw * 2(W-1)/W;  allgather/compressed: S = W * message, "
-               "busbw = algbw * (W-1)/W\n");
-    fmt::print("{:>11} {:>12} {:>13} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8} {:>7}\n", "elements", "method",
-               "bytes/rank", "median ms", "min ms", "max ms", "algbw", "busbw", "speedup", "wrong");
+    fmt::print("# allreduce: S = 4d, busbw = algbw * 2(W-1)/W;  allgather/compressed/vote: S = W * message, "
+               "busbw = algbw * (W-1)/W;  two-phase: S = message, busbw = algbw * 2(W-1)/W\n");
+    fmt::print("# bytes/rank: handed to the communicator; wire B/rank: put on the network (ring model, "
+               "bench/README.md)\n");
+    fmt::print("{:>11} {:>14} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8} {:>7}\n", "elements", "method",
+               "bytes/rank", "wire B/rank", "median ms", "min ms", "max ms", "algbw", "busbw", "speedup", "wrong");
   }
   for (double dd = begin; dd <= end * 1.0000001; dd *= factor) {
     const int64_t d = static_cast<int64_t>(std::llround(dd));
     LayerTable table({d});
-    std::vector<float> flat(d), grad(d), state(d, 0.0f), param(d, 0.0f);
+    std::vector<float> flat(d), grad(d), param(d, 0.0f);
     std::vector<uint32_t> send(table.message_words()), recv(W * table.message_words());
     fill_grad(grad, comm.rank());
-    float prev_scale = 0.0f;
-    auto compress = [&] {
+    // One exchange object per method, fed by the same EF compress as the trainer's.
+    struct Method {
+      ExchangeKind kind;
+      const char* name;
+      std::unique_ptr<SignExchange> ex;
+      std::vector<float> state;
+      float prev_scale = 0.0f;
+    };
+    Method methods[] = {{ExchangeKind::kAllgather, "compressed", nullptr, {}, 0.0f},
+                        {ExchangeKind::kTwoPhase, "two-phase", nullptr, {}, 0.0f},
+                        {ExchangeKind::kVote, "vote", nullptr, {}, 0.0f}};
+    for (Method& m : methods) {
+      m.ex = std::make_unique<SignExchange>(m.kind, table, std::vector<Bucket>{Bucket{0, 1}}, comm, isa);
+      m.state.assign(d, 0.0f);
+    }
+    auto compress_into = [&](Method& m) {
       codec::LayerBuffers b;
       b.grad = Span<const float>(grad);
-      b.state = Span<float>(state);
-      b.prev_scale = prev_scale;
-      b.words = Span<uint32_t>(send.data(), table.words(0));
+      b.state = Span<float>(m.state);
+      b.prev_scale = m.prev_scale;
+      b.words = m.ex->words_of(0);
       codec::CompressParams cp;
       cp.lr = 0.01f;
-      prev_scale = codec::compress_layer(b, cp, isa);
-      std::memcpy(&send[table.scale_offset_words()], &prev_scale, 4);
+      m.prev_scale = codec::compress_layer(b, cp, isa);
+      m.ex->set_scale(0, m.prev_scale);
+    };
+    auto end_to_end = [&](Method& m) {
+      compress_into(m);
+      m.ex->exchange(0);
+      m.ex->apply(0, Span<float>(param));
+      m.ex->commit();
     };
     auto allgather = [&] {
       comm.allgather(as_bytes(Span<const uint32_t>(send)), as_writable_bytes(Span<uint32_t>(recv)));
     };
-    // ---- correctness, untimed.
-    int64_t wrong_ar = 0, wrong_c = 0;
+    // ---- correctness, untimed, from zero state and parameters.
+    int64_t wrong_ar = 0;
     for (int64_t i = 0; i < d; ++i) flat[i] = static_cast<float>((i % 7) + comm.rank());
     comm.allreduce_sum(Span<float>(flat));
     for (int64_t i = 0; i < d; ++i)
       wrong_ar += flat[i] != static_cast<float>(W * (i % 7) + W * (W - 1) / 2);
-    compress();
-    allgather();
-    std::vector<float> got(d, 0.0f), want(d, 0.0f);
-    codec::decode_average_apply(Span<const uint32_t>(recv), W, table, 0, Span<float>(got), isa);
-    {  // Rebuild every rank's first message from its seed, decode with the portable path.
-      std::vector<uint32_t> msgs(W * table.message_words());
+    // Every rank's first message, rebuilt from its seed with the portable path.
+    std::vector<uint32_t> msgs(W * table.message_words());
+    std::vector<float> scales(W);
+    {
       std::vector<float> g(d), st(d);
       for (int w = 0; w < W; ++w) {
         fill_grad(g, w);
@@ -162,38 +187,80 @@ int run_comm(int argc, char** argv, MpiCommunicator& comm) {
         b.words = Span<uint32_t>(msgs.data() + w * table.message_words(), table.words(0));
         codec::CompressParams cp;
         cp.lr = 0.01f;
-        const float s = codec::compress_layer(b, cp, codec::Isa::kPortable);
-        std::memcpy(&msgs[w * table.message_words() + table.scale_offset_words()], &s, 4);
+        scales[w] = codec::compress_layer(b, cp, codec::Isa::kPortable);
+        std::memcpy(&msgs[w * table.message_words() + table.scale_offset_words()], &scales[w], 4);
       }
-      codec::decode_average_apply(Span<const uint32_t>(msgs), W, table, 0, Span<float>(want), codec::Isa::kPortable);
     }
-    for (int64_t i = 0; i < d; ++i) wrong_c += std::memcmp(&got[i], &want[i], 4) != 0;
+    auto bit = [&](int w, int64_t i) { return (msgs[w * table.message_words() + i / 32] >> (i % 32)) & 1u; };
+    int64_t wrong[3] = {0, 0, 0};
+    for (int k = 0; k < 3; ++k) {
+      std::vector<float> got(d, 0.0f), want(d, 0.0f);
+      Method& m = methods[k];
+      compress_into(m);
+      m.ex->exchange(0);
+      m.ex->apply(0, Span<float>(got));
+      m.ex->commit();
+      if (m.kind == ExchangeKind::kAllgather) {
+        codec::decode_average_apply(Span<const uint32_t>(msgs), W, table, 0, Span<float>(want), codec::Isa::kPortable);
+      } else if (m.kind == ExchangeKind::kVote) {  // written out: sign of the sum of signs x mean scale
+        float sum = 0.0f;
+        for (int w = 0; w < W; ++w) sum += scales[w];
+        const float mean = sum / static_cast<float>(W);
+        for (int64_t i = 0; i < d; ++i) {
+          int margin = 0;
+          for (int w = 0; w < W; ++w) margin += bit(w, i) ? 1 : -1;
+          want[i] = margin > 0 ? 0.0f - mean : margin < 0 ? 0.0f + mean : 0.0f;
+        }
+      } else {  // two-phase, written out (Note [two-phase]): server error 0 at the first step
+        const int64_t K = (table.words(0) + W - 1) / W;
+        for (int64_t i0 = 0; i0 < d; i0 += 32 * K) {
+          const int64_t i1 = std::min(d, i0 + 32 * K);
+          std::vector<float> p(i1 - i0);
+          double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+          for (int64_t i = i0; i < i1; ++i) {
+            float acc = 0.0f;
+            for (int w = 0; w < W; ++w) acc += bit(w, i) ? scales[w] : -scales[w];
+            p[i - i0] = 0.0f + acc / static_cast<float>(W);
+            lane[(i - i0) % 8] += std::fabs(static_cast<double>(p[i - i0]));
+          }
+          const double l1 = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+          const float s2 = static_cast<float>(l1 / static_cast<double>(i1 - i0));
+          for (int64_t i = i0; i < i1; ++i) want[i] = 0.0f - (p[i - i0] >= 0.0f ? s2 : -s2);
+        }
+      }
+      for (int64_t i = 0; i < d; ++i) wrong[k] += std::memcmp(&got[i], &want[i], 4) != 0;
+    }
 
     // ---- timed.
     const Timing t_ar = time_it(comm, warmup, iters, [&] { comm.allreduce_sum(Span<float>(flat)); });
     const Timing t_ag = time_it(comm, warmup, iters, allgather);
-    const Timing t_c = time_it(comm, warmup, iters, [&] {
-      compress();
-      allgather();
-      codec::decode_average_apply(Span<const uint32_t>(recv), W, table, 0, Span<float>(param), isa);
-    });
+    Timing t_m[3];
+    for (int k = 0; k < 3; ++k) t_m[k] = time_it(comm, warmup, iters, [&] { end_to_end(methods[k]); });
     if (root) {
-      const double s_ar = 4.0 * d, s_ag = static_cast<double>(W) * table.message_bytes();
+      const double msg = static_cast<double>(table.message_bytes());
+      const double s_ar = 4.0 * d, s_ag = static_cast<double>(W) * msg;
       struct Row {
         const char* method;
-        int64_t bytes;
+        int64_t bytes, wire;
         Timing t;
         double size, busfactor;
         int64_t wrong;
       };
-      const Row rows[] = {{"fp32-allreduce", 4 * d, t_ar, s_ar, 2.0 * (W - 1) / W, wrong_ar},
-                          {"compressed", table.message_bytes(), t_c, s_ag, (W - 1.0) / W, wrong_c},
-                          {"allgather", table.message_bytes(), t_ag, s_ag, (W - 1.0) / W, 0}};
+      const Row rows[] = {
+          {"fp32-allreduce", 4 * d, ring_allreduce_wire_bytes(4 * d, W), t_ar, s_ar, 2.0 * (W - 1) / W, wrong_ar},
+          {"compressed", methods[0].ex->handed_bytes_per_step(), methods[0].ex->wire_bytes_per_step(), t_m[0], s_ag,
+           (W - 1.0) / W, wrong[0]},
+          {"two-phase", methods[1].ex->handed_bytes_per_step(), methods[1].ex->wire_bytes_per_step(), t_m[1], msg,
+           2.0 * (W - 1) / W, wrong[1]},
+          {"vote", methods[2].ex->handed_bytes_per_step(), methods[2].ex->wire_bytes_per_step(), t_m[2], s_ag,
+           (W - 1.0) / W, wrong[2]},
+          {"allgather", table.message_bytes(), ring_allgather_wire_bytes(table.message_bytes(), W), t_ag, s_ag,
+           (W - 1.0) / W, 0}};
       for (const Row& row : rows) {
         const double algbw = row.size / (row.t.median * 1e-3) / 1e9;  // GB/s
         const double speedup = t_ar.median / row.t.median;
-        fmt::print("{:>11} {:>12} {:>13} {:>10.3f} {:>10.3f} {:>10.3f} {:>9.3f} {:>9.3f} {:>7.2f}x {:>7}\n", d,
-                   row.method, row.bytes, row.t.median, row.t.min, row.t.max, algbw, algbw * row.busfactor,
+        fmt::print("{:>11} {:>14} {:>12} {:>12} {:>10.3f} {:>10.3f} {:>10.3f} {:>9.3f} {:>9.3f} {:>7.2f}x {:>7}\n", d,
+                   row.method, row.bytes, row.wire, row.t.median, row.t.min, row.t.max, algbw, algbw * row.busfactor,
                    speedup, row.wrong);
         if (json.is_open())
           json << JsonLine()
@@ -202,6 +269,7 @@ int run_comm(int argc, char** argv, MpiCommunicator& comm) {
                       .add("world", W)
                       .add("backend", comm.backend())
                       .add("bytes_per_rank", row.bytes)
+                      .add("wire_bytes_per_rank", row.wire)
                       .add("time_ms_median", row.t.median)
                       .add("time_ms_min", row.t.min)
                       .add("time_ms_max", row.t.max)
@@ -214,9 +282,10 @@ int run_comm(int argc, char** argv, MpiCommunicator& comm) {
       }
       std::fflush(stdout);
     }
-    if (wrong_ar || wrong_c) {
-      if (root) fmt::print(stderr, "efsign-bench: WRONG RESULTS at {} elements: allreduce {}, compressed {}\n", d,
-                           wrong_ar, wrong_c);
+    if (wrong_ar || wrong[0] || wrong[1] || wrong[2]) {
+      if (root)
+        fmt::print(stderr, "efsign-bench: WRONG RESULTS at {} elements: allreduce {}, compressed {}, two-phase {}, "
+                           "vote {}\n", d, wrong_ar, wrong[0], wrong[1], wrong[2]);
     }
   }
   return 0;
@@ -387,12 +456,20 @@ int run_loader(int argc, char** argv, MpiCommunicator& comm) {
 }
 
 int run_step(int argc, char** argv, MpiCommunicator& comm) {
-  cxxopts::Options spec("efsign-bench step", "per-step time breakdown for every optimizer");
-  spec.add_options()("model", "mlp | convnet", cxxopts::value<std::string>()->default_value("convnet"))(
+  cxxopts::Options spec("efsign-bench step", "per-step time breakdown for every optimizer and exchange");
+  spec.add_options()("model", "mlp | convnet (28x28x1) | resnet18 | vgg19 (32x32x3)",
+                     cxxopts::value<std::string>()->default_value("convnet"))(
       "batch-size", "per rank", cxxopts::value<int64_t>()->default_value("64"))(
-      "steps", "timed steps per optimizer", cxxopts::value<int>()->default_value("30"))(
+      "steps", "timed steps per row", cxxopts::value<int>()->default_value("30"))(
       "warmup", "untimed steps", cxxopts::value<int>()->default_value("3"))(
       "threads", "intra-op threads per rank", cxxopts::value<int>()->default_value("1"))(
+      "optimizers", "rows to run, comma-separated", cxxopts::value<std::string>()->default_value(
+                                                         "sgdm,signsgd,signum,ef-signsgd"))(
+      "exchanges", "exchanges for the ef-signsgd rows, comma-separated (allgather, two-phase, vote)",
+      cxxopts::value<std::string>()->default_value("allgather,two-phase,vote"))(
+      "overlap", "sign rows: exchange buckets on a communication thread during backward; also reports the share "
+                 "of communication hidden behind backward")(
+      "bucket-mb", "bucket size for --overlap (MiB of fp32)", cxxopts::value<double>()->default_value("25"))(
       "json", "write records here (rank 0)", cxxopts::value<std::string>()->default_value(""))("h,help", "help");
   auto r = spec.parse(argc, argv);
   if (r.count("help")) {
@@ -402,30 +479,74 @@ int run_step(int argc, char** argv, MpiCommunicator& comm) {
   const std::string model_name = r["model"].as<std::string>();
   const int64_t batch = r["batch-size"].as<int64_t>();
   const int steps = r["steps"].as<int>(), warmup = r["warmup"].as<int>();
+  const bool overlap = r.count("overlap") > 0;
+  const double bucket_mb = r["bucket-mb"].as<double>();
   if (batch < 1 || steps < 1 || warmup < 0) throw UsageError("need --batch-size >= 1, --steps >= 1, --warmup >= 0");
+  if (!(bucket_mb > 0)) throw UsageError("--bucket-mb must be > 0");
+  if (overlap && !mpi_serialized_threads()) throw UsageError("--overlap needs MPI_THREAD_SERIALIZED");
+  auto split = [](const std::string& csv) {
+    std::vector<std::string> out;
+    std::string cur;
+    for (char c : csv + ",") {
+      if (c == ',') {
+        if (!cur.empty()) out.push_back(cur);
+        cur.clear();
+      } else {
+        cur += c;
+      }
+    }
+    return out;
+  };
+  struct RowSpec {
+    std::string label;
+    OptimizerKind kind;
+    ExchangeKind exchange;
+  };
+  std::vector<RowSpec> row_specs;
+  for (const std::string& name : split(r["optimizers"].as<std::string>())) {
+    const OptimizerKind kind = parse_optimizer(name);
+    if (kind == OptimizerKind::kEfSignSgd) {
+      for (const std::string& ex : split(r["exchanges"].as<std::string>()))
+        row_specs.push_back({ex == "allgather" ? name : name + "/" + ex, kind, parse_exchange(ex)});
+    } else {
+      row_specs.push_back({name, kind, ExchangeKind::kAllgather});
+    }
+  }
+  if (row_specs.empty()) throw UsageError("--optimizers selects nothing");
+  const bool cifar = model_name == "resnet18" || model_name == "vgg19";
+  const ModelSpec mspec = cifar ? ModelSpec{3, 32, 32, model_name == "resnet18" ? 100 : 10} : ModelSpec{};
   at::set_num_threads(std::max(1, r["threads"].as<int>()));
   const bool root = comm.rank() == 0;
   std::ofstream json;
   if (root && !r["json"].as<std::string>().empty()) json.open(r["json"].as<std::string>());
   if (root) {
-    fmt::print("# efsign-bench step: {} ranks, backend {}, model {}, batch {} per rank, {} steps after {} warm-up "
+    fmt::print("# efsign-bench step: {} ranks, backend {}, model {}, batch {} per rank, {} steps after {} warm-up{} "
                "(ms per step, mean over steps and ranks)\n",
-               comm.size(), comm.backend(), model_name, batch, steps, warmup);
-    fmt::print("{:>11} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12}\n", "optimizer", "fwd+bwd", "compress",
-               "comm", "update", "step ms", "img/s", "bytes/step");
+               comm.size(), comm.backend(), model_name, batch, steps, warmup,
+               overlap ? fmt::format(", --overlap with {} MiB buckets", bucket_mb) : std::string());
+    if (overlap)
+      fmt::print("# --overlap: compress and comm ran on the communication thread; wait = what step() waited for;\n"
+                 "# hidden = 1 - wait / (compress + comm), the share of the exchange hidden behind backward\n");
+    fmt::print("{:>21} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>12} {:>12}\n", "optimizer",
+               "fwd+bwd", "compress", "comm", "update", "wait", "step ms", "img/s", "hidden", "bytes/step",
+               "wire B/step");
   }
-  for (const std::string& name : optimizer_names()) {
+  for (const RowSpec& row : row_specs) {
     torch::manual_seed(1);
-    auto model = make_model(model_name, ModelSpec{});
+    auto model = make_model(model_name, mspec);
     OptimizerConfig cfg;
-    cfg.kind = parse_optimizer(name);
+    cfg.kind = row.kind;
+    cfg.exchange = row.exchange;
+    cfg.overlap = overlap && row.kind != OptimizerKind::kSgdm;
+    cfg.bucket_bytes = static_cast<int64_t>(bucket_mb * (1 << 20));
     cfg.lr = 1e-3;
     auto opt = make_optimizer(model->parameters(), comm, comm, cfg);
     torch::manual_seed(2 + comm.rank());
-    const at::Tensor x = torch::randn({batch, 1, 28, 28});
-    const at::Tensor y = torch::randint(0, 10, {batch});
-    double sums[5] = {0, 0, 0, 0, 0};  // fwd_bwd, compress, comm, update, step
+    const at::Tensor x = torch::randn({batch, mspec.channels, mspec.height, mspec.width});
+    const at::Tensor y = torch::randint(0, mspec.num_classes, {batch});
+    double sums[6] = {0, 0, 0, 0, 0, 0};  // fwd_bwd, compress, comm, update, wait, step
     for (int s = 0; s < warmup + steps; ++s) {
+      comm.barrier();  // each step starts together: the slowest rank is not carried into the next
       const auto t0 = Clock::now();
       model->zero_grad();
       torch::nn::functional::cross_entropy(model->forward(x), y).backward();
@@ -438,17 +559,26 @@ int run_step(int argc, char** argv, MpiCommunicator& comm) {
       sums[1] += st.compress_ms;
       sums[2] += st.comm_ms;
       sums[3] += st.update_ms;
-      sums[4] += total;
+      sums[4] += st.wait_ms;
+      sums[5] += total;
     }
-    comm.allreduce_sum(Span<double>(sums, 5));
+    comm.allreduce_sum(Span<double>(sums, 6));
     for (double& v : sums) v /= static_cast<double>(steps) * comm.size();
-    const double img_s = 1e3 * static_cast<double>(batch * comm.size()) / sums[4];
+    const double img_s = 1e3 * static_cast<double>(batch * comm.size()) / sums[5];
+    const bool overlapped = cfg.overlap;
+    const double hidden = overlapped && sums[1] + sums[2] > 0 ? 1.0 - sums[4] / (sums[1] + sums[2]) : 0.0;
     if (root) {
-      fmt::print("{:>11} {:>10.2f} {:>10.2f} {:>10.2f} {:>10.2f} {:>10.2f} {:>10.0f} {:>12}\n", name, sums[0],
-                 sums[1], sums[2], sums[3], sums[4], img_s, opt->last_step().bytes_sent);
+      fmt::print("{:>21} {:>10.2f} {:>10.2f} {:>10.2f} {:>10.2f} {:>10.2f} {:>10.2f} {:>10.0f} {:>8} {:>12} {:>12}\n",
+                 row.label, sums[0], sums[1], sums[2], sums[3], sums[4], sums[5], img_s,
+                 overlapped ? fmt::format("{:.0f}%", 100 * hidden) : std::string("-"), opt->last_step().bytes_sent,
+                 opt->last_step().wire_bytes);
       if (json.is_open())
         json << JsonLine()
-                    .add("optimizer", name)
+                    .add("optimizer", optimizer_name(row.kind))
+                    .add("exchange", row.kind == OptimizerKind::kSgdm ? std::string("allreduce")
+                                                                      : exchange_kind_name(row.exchange))
+                    .add("label", row.label)
+                    .add("overlap", overlapped)
                     .add("model", model_name)
                     .add("world", comm.size())
                     .add("batch_size", batch)
@@ -456,9 +586,12 @@ int run_step(int argc, char** argv, MpiCommunicator& comm) {
                     .add("compress_ms", sums[1])
                     .add("comm_ms", sums[2])
                     .add("update_ms", sums[3])
-                    .add("step_ms", sums[4])
+                    .add("wait_ms", sums[4])
+                    .add("step_ms", sums[5])
+                    .add("hidden_share", overlapped ? hidden : 0.0)
                     .add("images_per_sec", img_s)
                     .add("bytes_sent_per_step", opt->last_step().bytes_sent)
+                    .add("wire_bytes_per_step", opt->last_step().wire_bytes)
                     .str()
              << "\n";
       std::fflush(stdout);

@@ -258,16 +258,21 @@ void vote_apply(Span<const uint32_t> blocks, int world, int64_t stride, int64_t 
   const float mean = sum / static_cast<float>(world);
   for (int64_t base = 0; base < n; base += 32) {
     const int64_t word = word_offset + (base >> 5);
-    int votes[32] = {};
+    // margin = (#positive) - (#negative), summed as +-1.0f: exact for any world < 2^24,
+    // and the same table lookups as decode, which vectorise.
+    float margin[32];
+    for (int j = 0; j < 32; ++j) margin[j] = 0.0f;
     for (int w = 0; w < world; ++w) {
       const uint32_t bits = blocks[w * stride + word];
-      for (int j = 0; j < 32; ++j) votes[j] += static_cast<int>((bits >> j) & 1u);
+      for (int k = 0; k < 4; ++k) {
+        const float* __restrict__ t = detail::kSignTable.row[(bits >> (8 * k)) & 0xffu];
+        for (int j = 0; j < 8; ++j) margin[8 * k + j] += t[j];
+      }
     }
     const int64_t count = std::min<int64_t>(32, n - base);
     for (int64_t j = 0; j < count; ++j) {
-      const int margin = 2 * votes[j] - world;  // (#positive) - (#negative)
-      if (margin > 0) param[base + j] = param[base + j] - mean;
-      else if (margin < 0) param[base + j] = param[base + j] + mean;
+      const float step = margin[j] > 0.0f ? mean : margin[j] < 0.0f ? -mean : 0.0f;
+      param[base + j] = param[base + j] - step;
     }
   }
 }
