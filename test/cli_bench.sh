@@ -19,9 +19,12 @@ timeout 120 $mpirun -np 2 "$bench" comm -b 31 -e 31000 -f 10 --iters 3 --warmup 
   >"$work/comm.out" 2>&1 || rc=$?
 cat "$work/comm.out"
 check "comm: exit 0" test "$rc" -eq 0
-check "comm: 4 sizes x 3 methods" test "$(wc -l <"$work/comm.jsonl")" -eq 12
-check "comm: no wrong element" test "$(grep -c '"wrong":0}' "$work/comm.jsonl")" -eq 12
-for f in method elements bytes_per_rank time_ms_median algbw busbw wrong; do
+check "comm: 4 sizes x 5 methods" test "$(wc -l <"$work/comm.jsonl")" -eq 20
+check "comm: no wrong element" test "$(grep -c '"wrong":0}' "$work/comm.jsonl")" -eq 20
+for m in fp32-allreduce compressed two-phase vote allgather; do
+  check "comm: method $m at every size" test "$(grep -c "\"method\":\"$m\"" "$work/comm.jsonl")" -eq 4
+done
+for f in method elements bytes_per_rank wire_bytes_per_rank time_ms_median algbw busbw wrong; do
   check "comm: field $f" grep -q "\"$f\":" "$work/comm.jsonl"
 done
 # 31 elements: 1 word + 1 scale = 8 bytes compressed, 124 bytes fp32.
@@ -30,7 +33,14 @@ rc=0
 timeout 120 $mpirun -np 2 "$bench" step --model mlp --steps 2 --warmup 1 --json "$work/step.jsonl" >"$work/step.out" 2>&1 || rc=$?
 cat "$work/step.out"
 check "step: exit 0" test "$rc" -eq 0
-check "step: one record per optimizer" test "$(wc -l <"$work/step.jsonl")" -eq 4
+check "step: one record per optimizer and ef-signsgd exchange" test "$(wc -l <"$work/step.jsonl")" -eq 6
+rc=0
+timeout 120 $mpirun -np 2 "$bench" step --model mlp --steps 2 --warmup 1 --optimizers sgdm,ef-signsgd \
+  --exchanges allgather --overlap --bucket-mb 0.05 --json "$work/overlap.jsonl" >"$work/overlap.out" 2>&1 || rc=$?
+cat "$work/overlap.out"
+check "step --overlap: exit 0" test "$rc" -eq 0
+check "step --overlap: sgdm, ef-signsgd, ef-signsgd+overlap" test "$(wc -l <"$work/overlap.jsonl")" -eq 3
+check "step --overlap: the overlapped row says so" grep -q '"label":"ef-signsgd+overlap","overlap":true' "$work/overlap.jsonl"
 rc=0
 timeout 120 "$bench" loader --model mlp --batch-size 32 --batches 2 >"$work/loader.out" 2>&1 || rc=$?
 cat "$work/loader.out"
