@@ -231,14 +231,16 @@ int run_comm(int argc, char** argv, MpiCommunicator& comm) {
         for (int64_t i0 = 0; i0 < d; i0 += 32 * K) {
           const int64_t i1 = std::min(d, i0 + 32 * K);
           std::vector<float> p(i1 - i0);
-          double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+          double lane[32] = {};  // the codec's L1: lane = i % 32, halving tree
           for (int64_t i = i0; i < i1; ++i) {
             float acc = 0.0f;
             for (int w = 0; w < W; ++w) acc += bit(w, i) ? scales[w] : -scales[w];
             p[i - i0] = 0.0f + acc / static_cast<float>(W);
-            lane[(i - i0) % 8] += std::fabs(static_cast<double>(p[i - i0]));
+            lane[(i - i0) % 32] += std::fabs(static_cast<double>(p[i - i0]));
           }
-          const double l1 = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+          for (int w = 16; w >= 1; w /= 2)
+            for (int j = 0; j < w; ++j) lane[j] = lane[j] + lane[j + w];
+          const double l1 = lane[0];
           const float s2 = static_cast<float>(l1 / static_cast<double>(i1 - i0));
           for (int64_t i = i0; i < i1; ++i) want[i] = 0.0f - (p[i - i0] >= 0.0f ? s2 : -s2);
         }

@@ -76,12 +76,13 @@ int64_t two_phase_wire_formula(const LayerTable& t, int W, int rank, int64_t* se
   return total;
 }
 
-// Mean |v| as the codec takes it: eight double lanes (lane = i % 8), fixed tree.
+// Mean |v| as the codec takes it: 32 double lanes (lane = i % 32), halving tree.
 float mean_abs(const float* v, int64_t n) {
-  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int64_t i = 0; i < n; ++i) lane[i % 8] += std::fabs(static_cast<double>(v[i]));
-  const double total = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-  return static_cast<float>(total / static_cast<double>(n));
+  double lane[32] = {};
+  for (int64_t i = 0; i < n; ++i) lane[i % 32] += std::fabs(static_cast<double>(v[i]));
+  for (int w = 16; w >= 1; w /= 2)
+    for (int i = 0; i < w; ++i) lane[i] = lane[i] + lane[i + w];
+  return static_cast<float>(lane[0] / static_cast<double>(n));
 }
 
 // A plain re-statement of EF-SignSGD + two-phase / vote for all W ranks in one

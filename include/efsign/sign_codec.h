@@ -20,9 +20,10 @@
 //
 // Note [bit-exact arithmetic]
 //   Every element is computed with the same sequence of IEEE float operations on every
-//   path (portable, AVX2, CUDA), built with FMA contraction off. The L1 sum uses eight
-//   double-precision lanes (lane = i % 8, each summed in index order) combined in a
-//   fixed tree, so the portable and AVX2 paths agree exactly; the GPU's reduction tree
+//   path (portable, AVX2, CUDA), built with FMA contraction off. The L1 sum uses 32
+//   double-precision lanes (lane = i % 32, each summed in index order) combined by a
+//   fixed halving tree (lane i += lane i + w for w = 16, 8, 4, 2, 1), so the portable
+//   and AVX2 paths agree exactly; the GPU's reduction tree
 //   differs and its scale agrees only to float rounding. Decode sums the W ranks'
 //   +-s_w in rank order 0..W-1 starting from 0.0f, then divides by W (IEEE division).
 //   sign(0) = +1 (bit packing cannot express 0; the reference code's torch.sign gives 0).

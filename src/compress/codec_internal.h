@@ -8,11 +8,19 @@
 
 namespace efsign::codec::detail {
 
-// Eight double lanes for the L1 sum (Note [bit-exact arithmetic]).
+// 32 double lanes for the L1 sum (Note [bit-exact arithmetic]): lane = i % 32, each
+// summed in index order, then combined by a fixed halving tree. 32 lanes, not fewer,
+// so that the SIMD path has eight independent add chains: with two, the chains'
+// latency, not memory, bounded compress.
 struct L1Lanes {
-  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  static constexpr int kLanes = 32;
+  double lane[kLanes] = {};
   double total() const {
-    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    double t[kLanes];
+    for (int i = 0; i < kLanes; ++i) t[i] = lane[i];
+    for (int w = kLanes / 2; w >= 1; w /= 2)
+      for (int i = 0; i < w; ++i) t[i] = t[i] + t[i + w];
+    return t[0];
   }
 };
 

@@ -20,14 +20,14 @@ void compress_tail(const ElementOp& op, int64_t begin, int64_t n, uint32_t* word
   for (int64_t i = begin; i < n; ++i) {
     const float p = op(i);
     if (p >= 0.0f) words[i >> 5] |= (1u << (i & 31));
-    l1.lane[i & 7] += static_cast<double>(std::fabs(p));
+    l1.lane[i & 31] += static_cast<double>(std::fabs(p));
   }
 }
 
 namespace {
 
 // The portable compress: the same operations as ElementOp, with the optional parts
-// resolved at compile time and the work in blocks of 8 (one L1 lane each) so the
+// resolved at compile time and the work in blocks of 32 (one L1 lane each) so the
 // compiler can vectorise it without changing any result.
 template <bool kWd, bool kMom, bool kEf>
 void compress_portable_impl(const ElementOp& op, int64_t n, uint32_t* words, L1Lanes& l1) {
@@ -38,12 +38,12 @@ void compress_portable_impl(const ElementOp& op, int64_t n, uint32_t* words, L1L
   float* __restrict__ mom = op.momentum;
   float* __restrict__ state = op.state;
   const float lr = op.lr, wd = op.wd, beta = op.beta, pos = op.prev_scale, neg = -op.prev_scale;
-  double lane[8];
-  for (int j = 0; j < 8; ++j) lane[j] = l1.lane[j];
-  const int64_t full = n & ~int64_t{7};
-  for (int64_t i = 0; i < full; i += 8) {
-    float p[8];
-    for (int j = 0; j < 8; ++j) {
+  double lane[L1Lanes::kLanes];
+  for (int j = 0; j < L1Lanes::kLanes; ++j) lane[j] = l1.lane[j];
+  const int64_t full = n & ~int64_t{31};
+  for (int64_t i = 0; i < full; i += 32) {
+    float p[32];
+    for (int j = 0; j < 32; ++j) {
       float g = grad[i + j];
       if constexpr (kWd) g = g + wd * param[i + j];
       if constexpr (kMom) {
@@ -60,13 +60,13 @@ void compress_portable_impl(const ElementOp& op, int64_t n, uint32_t* words, L1L
       p[j] = v;
     }
     uint32_t bits = 0;
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < 32; ++j) {
       bits |= static_cast<uint32_t>(p[j] >= 0.0f) << j;
       lane[j] += static_cast<double>(std::fabs(p[j]));
     }
-    words[i >> 5] |= bits << (i & 31);
+    words[i >> 5] = bits;
   }
-  for (int j = 0; j < 8; ++j) l1.lane[j] = lane[j];
+  for (int j = 0; j < L1Lanes::kLanes; ++j) l1.lane[j] = lane[j];
   compress_tail(op, full, n, words, l1);
 }
 

@@ -27,8 +27,9 @@ EFSIGN_AVX2 void compress_avx2_impl(const ElementOp& op, int64_t n, uint32_t* wo
   const __m256 pos_s = _mm256_set1_ps(op.prev_scale);
   const __m256 neg_s = _mm256_set1_ps(-op.prev_scale);
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  __m256d acc_lo = _mm256_setzero_pd();
-  __m256d acc_hi = _mm256_setzero_pd();
+  // Lanes 8k..8k+3 and 8k+4..8k+7 (k = 0..3) of L1Lanes: eight independent chains.
+  __m256d acc[8];
+  for (int k = 0; k < 8; ++k) acc[k] = _mm256_setzero_pd();
   const int64_t full = n & ~int64_t{31};
   for (int64_t i = 0; i < full; i += 32) {
     uint32_t word = 0;
@@ -51,13 +52,12 @@ EFSIGN_AVX2 void compress_avx2_impl(const ElementOp& op, int64_t n, uint32_t* wo
       // Compare first, then movemask: a raw movemask of p would call -0.0 negative.
       word |= static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(p, zero, _CMP_GE_OQ))) << (8 * k);
       const __m256 a = _mm256_and_ps(p, abs_mask);
-      acc_lo = _mm256_add_pd(acc_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(a)));
-      acc_hi = _mm256_add_pd(acc_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
+      acc[2 * k] = _mm256_add_pd(acc[2 * k], _mm256_cvtps_pd(_mm256_castps256_ps128(a)));
+      acc[2 * k + 1] = _mm256_add_pd(acc[2 * k + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
     }
     words[i >> 5] = word;
   }
-  _mm256_storeu_pd(l1.lane, acc_lo);
-  _mm256_storeu_pd(l1.lane + 4, acc_hi);
+  for (int k = 0; k < 8; ++k) _mm256_storeu_pd(l1.lane + 4 * k, acc[k]);
   compress_tail(op, full, n, words, l1);
 }
 
@@ -94,36 +94,42 @@ EFSIGN_AVX2 void pack_avx2(const float* p, int64_t n, uint32_t* words) {
 
 EFSIGN_AVX2 void decode_avx2(const uint32_t* messages, int world, int64_t message_words, int64_t word_offset,
                              int64_t scale_index, int64_t n, float* inout, bool apply) {
-  std::vector<float> pos(world), neg(world);
-  for (int w = 0; w < world; ++w) {
-    pos[w] = bits_to_float(messages[w * message_words + scale_index]);
-    neg[w] = -pos[w];
-  }
-  const __m256i lane_bits = _mm256_set_epi32(128, 64, 32, 16, 8, 4, 2, 1);
+  std::vector<float> pos(world);
+  for (int w = 0; w < world; ++w) pos[w] = bits_to_float(messages[w * message_words + scale_index]);
+  // +-s_w without a compare or blend: s_w with its sign bit XORed by NOT(bit). Lane j
+  // moves bit j of the byte to bit 31 (variable left shift by 31 - j).
+  const __m256i to_sign_bit = _mm256_set_epi32(24, 25, 26, 27, 28, 29, 30, 31);
+  const __m256i sign_mask = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+  // Dividing by a power of two equals multiplying by its inverse exactly (both are
+  // the correctly rounded value of the same real number), and a multiply is cheaper.
+  const bool pow2 = (world & (world - 1)) == 0;
   const __m256 wf = _mm256_set1_ps(static_cast<float>(world));
-  const int64_t full = n & ~int64_t{7};
-  for (int64_t i = 0; i < full; i += 8) {
+  const __m256 inv = _mm256_set1_ps(1.0f / static_cast<float>(world));
+  const int64_t full = n & ~int64_t{31};
+  for (int64_t i = 0; i < full; i += 32) {
     const int64_t word = word_offset + (i >> 5);
-    const int shift = static_cast<int>(i & 31);
-    __m256 acc = _mm256_setzero_ps();
-    for (int w = 0; w < world; ++w) {
-      const int bits = static_cast<int>((messages[w * message_words + word] >> shift) & 0xffu);
-      const __m256i m = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(bits), lane_bits), lane_bits);
-      acc = _mm256_add_ps(acc, _mm256_blendv_ps(_mm256_set1_ps(neg[w]), _mm256_set1_ps(pos[w]),
-                                                _mm256_castsi256_ps(m)));
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int w = 0; w < world; ++w) {  // rank order 0..W-1, as the portable path
+      const uint32_t nbits = ~messages[w * message_words + word];
+      const __m256i s = _mm256_castps_si256(_mm256_set1_ps(pos[w]));
+      for (int k = 0; k < 4; ++k) {
+        const __m256i b = _mm256_set1_epi32(static_cast<int>((nbits >> (8 * k)) & 0xffu));
+        const __m256i flip = _mm256_and_si256(_mm256_sllv_epi32(b, to_sign_bit), sign_mask);
+        acc[k] = _mm256_add_ps(acc[k], _mm256_castsi256_ps(_mm256_xor_si256(s, flip)));
+      }
     }
-    const __m256 d = _mm256_div_ps(acc, wf);
-    if (apply)
-      _mm256_storeu_ps(inout + i, _mm256_sub_ps(_mm256_loadu_ps(inout + i), d));
-    else
-      _mm256_storeu_ps(inout + i, d);
+    for (int k = 0; k < 4; ++k) {
+      const __m256 d = pow2 ? _mm256_mul_ps(acc[k], inv) : _mm256_div_ps(acc[k], wf);
+      float* out = inout + i + 8 * k;
+      _mm256_storeu_ps(out, apply ? _mm256_sub_ps(_mm256_loadu_ps(out), d) : d);
+    }
   }
   const float wfs = static_cast<float>(world);
   for (int64_t i = full; i < n; ++i) {
     const int64_t word = word_offset + (i >> 5);
     const uint32_t bit = 1u << (i & 31);
     float acc = 0.0f;
-    for (int w = 0; w < world; ++w) acc += (messages[w * message_words + word] & bit) ? pos[w] : neg[w];
+    for (int w = 0; w < world; ++w) acc += (messages[w * message_words + word] & bit) ? pos[w] : -pos[w];
     const float d = acc / wfs;
     inout[i] = apply ? inout[i] - d : d;
   }
