@@ -70,6 +70,40 @@ constexpr int64_t kDefaultBucketBytes = int64_t{25} << 20;
 // `bucket_bytes` of fp32 gradient. bucket_bytes <= 0: one bucket of every layer.
 std::vector<Bucket> make_buckets(const LayerTable& table, int64_t bucket_bytes);
 
+// Note [two-phase]'s layout, from the layer table alone: the CPU exchange below and
+// the CUDA optimizer both build on it.
+struct TwoPhaseLayout {
+  struct Segment {
+    int64_t layer, chunk;
+    int64_t word_begin, word_end;  // flat word index
+    int64_t elem_begin, elems;     // inside the layer
+    int64_t slot;                  // index among its block's segments
+    int64_t server_offset;         // element offset in the server state (own chunk only, else -1)
+  };
+  struct Block {  // the words of one bucket inside one chunk, then one scale per segment
+    int64_t word_begin = 0, word_end = 0;
+    std::vector<int64_t> segments;  // indices into `segments`, in word order
+    int64_t words() const { return word_end - word_begin; }
+    int64_t len() const { return words() + static_cast<int64_t>(segments.size()); }
+  };
+  struct BucketBlocks {
+    std::vector<Block> blocks;        // one per chunk (rank)
+    std::vector<int64_t> counts;      // bytes of block c
+    std::vector<int64_t> gathered_at; // uint32 offset of block c after the allgatherv
+    int64_t gathered_words = 0;
+  };
+  int world = 1, rank = 0;
+  int64_t chunk_words = 0;  // K = ceil(T / W)
+  std::vector<Segment> segments;
+  std::vector<std::vector<int64_t>> layer_segments;  // per layer, in word order
+  std::vector<BucketBlocks> buckets;
+  int64_t server_elems = 0;  // elements of this rank's chunk, laid out in word order
+
+  static TwoPhaseLayout build(const LayerTable& table, const std::vector<Bucket>& buckets, int world, int rank);
+  // Wire bytes of this rank per step (Note [two-phase]).
+  int64_t wire_bytes() const;
+};
+
 class SignExchange {
  public:
   SignExchange(ExchangeKind kind, const LayerTable& table, std::vector<Bucket> buckets, Communicator& comm,
@@ -105,30 +139,14 @@ class SignExchange {
   std::string describe() const;
 
  private:
-  struct Segment {
-    int64_t layer, chunk;
-    int64_t word_begin, word_end;  // flat word index (Note [two-phase])
-    int64_t elem_begin, elems;     // inside the layer
-    int64_t slot;                  // index among its block's segments
-    int64_t server_offset;         // element offset in err_/p_ (own chunk only)
-  };
-  struct Block {
-    int64_t word_begin = 0, word_end = 0;
-    std::vector<int64_t> segments;
-    int64_t len() const { return word_end - word_begin + static_cast<int64_t>(segments.size()); }
-  };
   struct BucketBuffers {
     int64_t word_begin = 0, words = 0;  // flat words of the bucket
     std::vector<uint32_t> message;      // words + one scale per layer
     std::vector<uint32_t> recv;         // allgather/vote: W messages
-    std::vector<Block> blocks;          // two-phase: one per chunk
-    std::vector<int64_t> counts;        // two-phase: bytes of block c
-    std::vector<int64_t> gathered_at;   // two-phase: word offset of block c in gathered
-    std::vector<uint32_t> to_servers, from_workers, served, gathered;
+    std::vector<uint32_t> to_servers, from_workers, served, gathered;  // two-phase
   };
 
-  void plan_two_phase();
-  void exchange_two_phase(BucketBuffers& bb);
+  void exchange_two_phase(int b);
 
   ExchangeKind kind_;
   LayerTable table_;
@@ -138,8 +156,7 @@ class SignExchange {
   codec::Isa isa_;
   int world_, rank_;
   std::vector<BucketBuffers> bb_;
-  std::vector<Segment> segments_;
-  std::vector<std::vector<int64_t>> layer_segments_;
+  TwoPhaseLayout tp_;
   std::vector<float> err_, p_;  // two-phase server state over this rank's chunk
   double server_ms_ = 0;
 };

@@ -86,28 +86,49 @@ SignExchange::SignExchange(ExchangeKind kind, const LayerTable& table, std::vect
     bb.message.assign(bb.words + (buckets_[b].last - buckets_[b].first), 0);
     if (kind_ != ExchangeKind::kTwoPhase) bb.recv.assign(bb.message.size() * world_, 0);
   }
-  if (kind_ == ExchangeKind::kTwoPhase) plan_two_phase();
+  if (kind_ == ExchangeKind::kTwoPhase) {
+    tp_ = TwoPhaseLayout::build(table_, buckets_, world_, rank_);
+    for (std::size_t b = 0; b < buckets_.size(); ++b) {
+      const TwoPhaseLayout::BucketBlocks& tb = tp_.buckets[b];
+      BucketBuffers& bb = bb_[b];
+      int64_t total = 0;
+      for (const auto& blk : tb.blocks) total += blk.len();
+      bb.to_servers.assign(total, 0);
+      bb.gathered.assign(tb.gathered_words, 0);
+      bb.from_workers.assign(world_ * tb.blocks[rank_].len(), 0);
+      bb.served.assign(tb.blocks[rank_].len(), 0);
+    }
+    err_.assign(tp_.server_elems, 0.0f);
+    p_.assign(tp_.server_elems, 0.0f);
+  }
 }
 
-void SignExchange::plan_two_phase() {
-  const int64_t T = table_.total_words();
-  const int64_t K = (T + world_ - 1) / world_;
+TwoPhaseLayout TwoPhaseLayout::build(const LayerTable& table, const std::vector<Bucket>& buckets, int world,
+                                     int rank) {
+  TwoPhaseLayout t;
+  t.world = world;
+  t.rank = rank;
+  const int64_t T = table.total_words();
+  const int64_t K = (T + world - 1) / world;
+  t.chunk_words = K;
   auto chunk_begin = [&](int64_t c) { return std::min(c * K, T); };
-  layer_segments_.assign(table_.num_layers(), {});
-  int64_t server_elems = 0;
-  for (std::size_t b = 0; b < buckets_.size(); ++b) {
-    BucketBuffers& bb = bb_[b];
-    bb.blocks.resize(world_);
-    for (int c = 0; c < world_; ++c) {
-      Block& blk = bb.blocks[c];
-      blk.word_begin = std::max(bb.word_begin, chunk_begin(c));
-      blk.word_end = std::min(bb.word_begin + bb.words, chunk_begin(c + 1));
+  t.layer_segments.assign(table.num_layers(), {});
+  t.buckets.resize(buckets.size());
+  for (std::size_t b = 0; b < buckets.size(); ++b) {
+    BucketBlocks& tb = t.buckets[b];
+    const int64_t bw0 = table.word_offset(buckets[b].first);
+    const int64_t bw1 = table.word_offset(buckets[b].last - 1) + table.words(buckets[b].last - 1);
+    tb.blocks.resize(world);
+    for (int c = 0; c < world; ++c) {
+      Block& blk = tb.blocks[c];
+      blk.word_begin = std::max(bw0, chunk_begin(c));
+      blk.word_end = std::min(bw1, chunk_begin(c + 1));
       if (blk.word_end <= blk.word_begin) {  // no word of this bucket in chunk c
         blk.word_begin = blk.word_end = 0;
         continue;
       }
-      for (int64_t l = buckets_[b].first; l < buckets_[b].last; ++l) {
-        const int64_t lw0 = table_.word_offset(l), lw1 = lw0 + table_.words(l);
+      for (int64_t l = buckets[b].first; l < buckets[b].last; ++l) {
+        const int64_t lw0 = table.word_offset(l), lw1 = lw0 + table.words(l);
         const int64_t w0 = std::max(lw0, blk.word_begin), w1 = std::min(lw1, blk.word_end);
         if (w1 <= w0) continue;
         Segment s;
@@ -116,39 +137,43 @@ void SignExchange::plan_two_phase() {
         s.word_begin = w0;
         s.word_end = w1;
         s.elem_begin = 32 * (w0 - lw0);
-        s.elems = std::min(32 * (w1 - lw0), table_.size(l)) - s.elem_begin;
+        s.elems = std::min(32 * (w1 - lw0), table.size(l)) - s.elem_begin;
         s.slot = static_cast<int64_t>(blk.segments.size());
         s.server_offset = -1;
-        blk.segments.push_back(static_cast<int64_t>(segments_.size()));
-        layer_segments_[l].push_back(static_cast<int64_t>(segments_.size()));
-        segments_.push_back(s);
+        blk.segments.push_back(static_cast<int64_t>(t.segments.size()));
+        t.layer_segments[l].push_back(static_cast<int64_t>(t.segments.size()));
+        t.segments.push_back(s);
       }
     }
-    int64_t total = 0;
-    bb.counts.resize(world_);
-    bb.gathered_at.resize(world_);
-    for (int c = 0; c < world_; ++c) {
-      bb.counts[c] = 4 * bb.blocks[c].len();
-      bb.gathered_at[c] = total;
-      total += bb.blocks[c].len();
+    tb.counts.resize(world);
+    tb.gathered_at.resize(world);
+    for (int c = 0; c < world; ++c) {
+      tb.counts[c] = 4 * tb.blocks[c].len();
+      tb.gathered_at[c] = tb.gathered_words;
+      tb.gathered_words += tb.blocks[c].len();
     }
-    bb.to_servers.assign(total, 0);
-    bb.gathered.assign(total, 0);
-    bb.from_workers.assign(world_ * bb.blocks[rank_].len(), 0);
-    bb.served.assign(bb.blocks[rank_].len(), 0);
   }
-  // The server state is laid out in layer order, whatever the buckets, so that a
+  // The server state is laid out in word order, whatever the buckets, so that a
   // checkpoint taken with one bucketing (--overlap or not) resumes under another.
   std::vector<Segment*> own;
-  for (Segment& s : segments_)
-    if (s.chunk == rank_) own.push_back(&s);
+  for (Segment& s : t.segments)
+    if (s.chunk == rank) own.push_back(&s);
   std::sort(own.begin(), own.end(), [](const Segment* a, const Segment* b) { return a->word_begin < b->word_begin; });
   for (Segment* s : own) {
-    s->server_offset = server_elems;
-    server_elems += s->elems;
+    s->server_offset = t.server_elems;
+    t.server_elems += s->elems;
   }
-  err_.assign(server_elems, 0.0f);
-  p_.assign(server_elems, 0.0f);
+  return t;
+}
+
+int64_t TwoPhaseLayout::wire_bytes() const {
+  int64_t total = 0;
+  for (const BucketBlocks& tb : buckets) {
+    for (int c = 0; c < world; ++c)
+      if (c != rank) total += tb.counts[c];
+    total += ring_allgather_wire_bytes(tb.counts[rank], world);
+  }
+  return total;
 }
 
 Span<uint32_t> SignExchange::words_of(int64_t layer) {
@@ -164,34 +189,35 @@ void SignExchange::set_scale(int64_t layer, float scale) {
 void SignExchange::exchange(int b) {
   BucketBuffers& bb = bb_[b];
   if (kind_ == ExchangeKind::kTwoPhase) {
-    exchange_two_phase(bb);
+    exchange_two_phase(b);
     return;
   }
   comm_.allgather(as_bytes(Span<const uint32_t>(bb.message)), as_writable_bytes(Span<uint32_t>(bb.recv)));
 }
 
-void SignExchange::exchange_two_phase(BucketBuffers& bb) {
-  const int b = static_cast<int>(&bb - bb_.data());
+void SignExchange::exchange_two_phase(int b) {
+  BucketBuffers& bb = bb_[b];
+  const TwoPhaseLayout::BucketBlocks& tb = tp_.buckets[b];
   const int64_t first = buckets_[b].first;
   // Phase 1: block (b, c) of this rank's message goes to rank c.
   int64_t off = 0;
   for (int c = 0; c < world_; ++c) {
-    const Block& blk = bb.blocks[c];
-    const int64_t nw = blk.word_end - blk.word_begin;
+    const TwoPhaseLayout::Block& blk = tb.blocks[c];
+    const int64_t nw = blk.words();
     if (nw) std::memcpy(&bb.to_servers[off], &bb.message[blk.word_begin - bb.word_begin], 4 * nw);
     for (std::size_t k = 0; k < blk.segments.size(); ++k)
-      bb.to_servers[off + nw + k] = bb.message[bb.words + (segments_[blk.segments[k]].layer - first)];
+      bb.to_servers[off + nw + k] = bb.message[bb.words + (tp_.segments[blk.segments[k]].layer - first)];
     off += blk.len();
   }
-  comm_.alltoallv(as_bytes(Span<const uint32_t>(bb.to_servers)), Span<const int64_t>(bb.counts),
+  comm_.alltoallv(as_bytes(Span<const uint32_t>(bb.to_servers)), Span<const int64_t>(tb.counts),
                   as_writable_bytes(Span<uint32_t>(bb.from_workers)));
 
   // Server: average the W copies of each own segment, add the server error, re-compress.
   const auto t0 = std::chrono::steady_clock::now();
-  const Block& mine = bb.blocks[rank_];
-  const int64_t len = mine.len(), nw = mine.word_end - mine.word_begin;
+  const TwoPhaseLayout::Block& mine = tb.blocks[rank_];
+  const int64_t len = mine.len(), nw = mine.words();
   for (int64_t id : mine.segments) {
-    const Segment& s = segments_[id];
+    const TwoPhaseLayout::Segment& s = tp_.segments[id];
     Span<float> p(p_.data() + s.server_offset, s.elems);
     codec::decode_blocks(Span<const uint32_t>(bb.from_workers), world_, len, s.word_begin - mine.word_begin,
                          nw + s.slot, p, /*apply=*/false, isa_);
@@ -207,16 +233,16 @@ void SignExchange::exchange_two_phase(BucketBuffers& bb) {
   server_ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 
   // Phase 2: every rank gets every server's block.
-  comm_.allgatherv(as_bytes(Span<const uint32_t>(bb.served)), Span<const int64_t>(bb.counts),
+  comm_.allgatherv(as_bytes(Span<const uint32_t>(bb.served)), Span<const int64_t>(tb.counts),
                    as_writable_bytes(Span<uint32_t>(bb.gathered)));
 }
 
 std::string SignExchange::nonfinite_reason() const {
   if (kind_ == ExchangeKind::kTwoPhase) {
-    for (const Segment& s : segments_) {
-      const BucketBuffers& bb = bb_[bucket_of_[s.layer]];
-      const Block& blk = bb.blocks[s.chunk];
-      const float v = bits_to_float(bb.gathered[bb.gathered_at[s.chunk] + (blk.word_end - blk.word_begin) + s.slot]);
+    for (const TwoPhaseLayout::Segment& s : tp_.segments) {
+      const int b = bucket_of_[s.layer];
+      const TwoPhaseLayout::BucketBlocks& tb = tp_.buckets[b];
+      const float v = bits_to_float(bb_[b].gathered[tb.gathered_at[s.chunk] + tb.blocks[s.chunk].words() + s.slot]);
       if (!std::isfinite(v))
         return fmt::format("non-finite gradient (NaN or Inf) in layer {} (its average, formed on rank {}, is not finite)",
                            s.layer, s.chunk);
@@ -240,12 +266,13 @@ void SignExchange::apply(int64_t layer, Span<float> param) {
   const int b = bucket_of_[layer];
   const BucketBuffers& bb = bb_[b];
   if (kind_ == ExchangeKind::kTwoPhase) {
-    for (int64_t id : layer_segments_[layer]) {
-      const Segment& s = segments_[id];
-      const Block& blk = bb.blocks[s.chunk];
-      const int64_t at = bb.gathered_at[s.chunk];
+    const TwoPhaseLayout::BucketBlocks& tb = tp_.buckets[b];
+    for (int64_t id : tp_.layer_segments[layer]) {
+      const TwoPhaseLayout::Segment& s = tp_.segments[id];
+      const TwoPhaseLayout::Block& blk = tb.blocks[s.chunk];
+      const int64_t at = tb.gathered_at[s.chunk];
       codec::decode_blocks(Span<const uint32_t>(bb.gathered), 1, 0, at + (s.word_begin - blk.word_begin),
-                           at + (blk.word_end - blk.word_begin) + s.slot, param.subspan(s.elem_begin, s.elems),
+                           at + blk.words() + s.slot, param.subspan(s.elem_begin, s.elems),
                            /*apply=*/true, isa_);
     }
     return;
@@ -262,10 +289,10 @@ void SignExchange::apply(int64_t layer, Span<float> param) {
 void SignExchange::commit() {
   if (kind_ != ExchangeKind::kTwoPhase) return;
   for (std::size_t b = 0; b < bb_.size(); ++b) {
-    const Block& mine = bb_[b].blocks[rank_];
-    const int64_t nw = mine.word_end - mine.word_begin;
+    const TwoPhaseLayout::Block& mine = tp_.buckets[b].blocks[rank_];
+    const int64_t nw = mine.words();
     for (int64_t id : mine.segments) {
-      const Segment& s = segments_[id];
+      const TwoPhaseLayout::Segment& s = tp_.segments[id];
       codec::error_from_state(Span<const float>(p_.data() + s.server_offset, s.elems),
                               bits_to_float(bb_[b].served[nw + s.slot]),
                               Span<float>(err_.data() + s.server_offset, s.elems));
@@ -292,15 +319,9 @@ int64_t SignExchange::handed_bytes_per_step() const {
 
 int64_t SignExchange::wire_bytes_per_step() const {
   int64_t total = 0;
-  for (const BucketBuffers& bb : bb_) {
-    if (kind_ != ExchangeKind::kTwoPhase) {
-      total += ring_allgather_wire_bytes(4 * static_cast<int64_t>(bb.message.size()), world_);
-      continue;
-    }
-    for (int c = 0; c < world_; ++c)
-      if (c != rank_) total += bb.counts[c];
-    total += ring_allgather_wire_bytes(bb.counts[rank_], world_);
-  }
+  if (kind_ == ExchangeKind::kTwoPhase) return tp_.wire_bytes();
+  for (const BucketBuffers& bb : bb_)
+    total += ring_allgather_wire_bytes(4 * static_cast<int64_t>(bb.message.size()), world_);
   return total;
 }
 
