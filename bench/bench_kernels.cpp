@@ -30,6 +30,7 @@
 #include <fmt/format.h>
 
 #include "cuda_check.h"
+#include "device_buffer.h"
 #include "efsign/error.h"
 #include "efsign/layer_table.h"
 #include "model_tables.h"
@@ -39,23 +40,7 @@ namespace k = efsign::kernels;
 
 namespace {
 
-// Owns count elements of device memory.
-template <typename T>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(std::size_t count) {
-    if (count > 0) EFSIGN_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&ptr_), count * sizeof(T)));
-  }
-  ~DeviceBuffer() {
-    if (ptr_) cudaFree(ptr_);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  T* get() const { return ptr_; }
-
- private:
-  T* ptr_ = nullptr;
-};
+using k::DeviceBuffer;
 
 class Event {
  public:

@@ -1,6 +1,7 @@
 // efsign-bench: measurements a user needs to decide whether efsign pays off.
 //
-//   mpirun -np W efsign-bench comm [-b 1e3] [-e 1e8] [-f 10] [--iters 20] [--warmup 3] [--json F]
+//   mpirun -np W efsign-bench comm [-b 1e3] [-e 1e8] [-f 10] [--iters 20] [--warmup 3] [--backend mpi|nccl]
+//                                  [--json F]
 //     For each gradient size d (one layer): fp32 allreduce of d floats; each compressed
 //     exchange end to end (EF compress + exchange + apply: "compressed" = allgather,
 //     "two-phase", "vote"; efsign/exchange.h); the allgather of the message alone. Bandwidths as nccl-tests defines them:
@@ -55,6 +56,12 @@
 #include "efsign/optimizer.h"
 #include "efsign/sign_codec.h"
 #include "model_tables.h"
+#if defined(EFSIGN_HAVE_CUDA)
+#include "cuda_check.h"
+#include "device_buffer.h"
+#include "efsign/nccl_communicator.h"
+#include "sign_kernels.h"
+#endif
 
 using namespace efsign;
 using Clock = std::chrono::steady_clock;
@@ -106,6 +113,161 @@ void fill_grad(std::vector<float>& g, int rank) {
   for (auto& v : g) v = nd(rng);
 }
 
+#if defined(EFSIGN_HAVE_CUDA)
+// The NCCL sweep: device buffers, one GPU per rank (the local rank). Rows: fp32
+// allreduce; "compressed" = compress kernel + allgather + decode-apply kernel, end to
+// end; the allgather alone. Checks, untimed: the allreduce of small integers exactly;
+// this rank's packed words bit for bit against the CPU codec; the decoded update
+// against the CPU decode of every rank's message rebuilt from its seed, to float
+// rounding (the GPU's L1 tree differs, so scales may differ in the last bit).
+int run_comm_nccl(MpiCommunicator& comm, double begin, double end, double factor, int iters, int warmup,
+                  std::ofstream& json) {
+  namespace k = efsign::kernels;
+  const int W = comm.size();
+  const bool root = comm.rank() == 0;
+  NcclCommunicator nccl(comm, mpi_local_rank(), 300.0);
+  if (root) {
+    fmt::print("# efsign-bench comm: {} ranks, backend nccl (GPU {} on rank 0), {} iterations after {} warm-up\n", W,
+               nccl.device(), iters, warmup);
+    fmt::print("# allreduce: S = 4d, busbw = algbw * 2(W-1)/W;  allgather/compressed: S = W * message, "
+               "busbw = algbw * (W-1)/W\n");
+    fmt::print("{:>11} {:>14} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8} {:>7}\n", "elements", "method",
+               "bytes/rank", "wire B/rank", "median ms", "min ms", "max ms", "algbw", "busbw", "speedup", "wrong");
+  }
+  for (double dd = begin; dd <= end * 1.0000001; dd *= factor) {
+    const int64_t d = static_cast<int64_t>(std::llround(dd));
+    const LayerTable table({d});
+    const k::ChunkPlan plan = k::ChunkPlan::build(table.sizes());
+    const int nc = static_cast<int>(plan.chunks.size());
+    k::DeviceBuffer<float> flat(d), grad(d), state(d), param(d), prev(1);
+    k::DeviceBuffer<double> partials(std::max(1, nc));
+    k::DeviceBuffer<uint32_t> send(table.message_words()), recv(W * table.message_words());
+    k::DeviceBuffer<k::Chunk> chunks(plan.chunks.size());
+    k::DeviceBuffer<int32_t> first(plan.layer_first_chunk.size());
+    k::DeviceBuffer<k::DeviceLayer> layer(1);
+    chunks.upload(plan.chunks);
+    first.upload(plan.layer_first_chunk);
+    k::DeviceLayer dl;
+    dl.grad = grad.get();
+    dl.param = param.get();
+    dl.state = state.get();
+    dl.n = d;
+    layer.upload({dl});
+    std::vector<float> g(d);
+    fill_grad(g, comm.rank());
+    grad.upload(g);
+    state.upload(std::vector<float>(d, 0.0f));
+    param.upload(std::vector<float>(d, 0.0f));
+    prev.upload({0.0f});
+    k::CompressConfig cc;
+    cc.lr = 0.01f;
+    auto compress = [&] {
+      k::compress_launch(layer.get(), 1, chunks.get(), nc, first.get(), table.total_words(), cc, prev.get(),
+                         partials.get(), send.get(), nullptr);
+    };
+    auto allgather = [&] {
+      nccl.allgather(Span<const std::byte>(reinterpret_cast<const std::byte*>(send.get()), table.message_bytes()),
+                     Span<std::byte>(reinterpret_cast<std::byte*>(recv.get()), W * table.message_bytes()));
+    };
+    auto decode = [&] {
+      k::decode_apply_launch(layer.get(), 1, chunks.get(), nc, recv.get(), W, table.message_words(),
+                             table.total_words(), nullptr);
+    };
+    // ---- correctness, untimed.
+    int64_t wrong_ar = 0, wrong_c = 0;
+    {
+      std::vector<float> h(d);
+      for (int64_t i = 0; i < d; ++i) h[i] = static_cast<float>((i % 7) + comm.rank());
+      flat.upload(h);
+      nccl.allreduce_sum(Span<float>(flat.get(), d));
+      h = flat.download();
+      for (int64_t i = 0; i < d; ++i) wrong_ar += h[i] != static_cast<float>(W * (i % 7) + W * (W - 1) / 2);
+    }
+    compress();
+    allgather();
+    decode();
+    EFSIGN_CUDA_CHECK(cudaDeviceSynchronize());
+    {
+      std::vector<uint32_t> msgs(W * table.message_words());
+      std::vector<float> gw(d), st(d), want(d, 0.0f);
+      for (int w = 0; w < W; ++w) {
+        fill_grad(gw, w);
+        std::fill(st.begin(), st.end(), 0.0f);
+        codec::LayerBuffers b;
+        b.grad = Span<const float>(gw);
+        b.state = Span<float>(st);
+        b.words = Span<uint32_t>(msgs.data() + w * table.message_words(), table.words(0));
+        codec::CompressParams cp;
+        cp.lr = 0.01f;
+        const float sc = codec::compress_layer(b, cp, codec::Isa::kPortable);
+        std::memcpy(&msgs[w * table.message_words() + table.scale_offset_words()], &sc, 4);
+      }
+      const std::vector<uint32_t> mine = send.download();
+      for (int64_t i = 0; i < table.words(0); ++i)
+        wrong_c += mine[i] != msgs[comm.rank() * table.message_words() + i];
+      codec::decode_average_apply(Span<const uint32_t>(msgs), W, table, 0, Span<float>(want), codec::Isa::kPortable);
+      const std::vector<float> got = param.download();
+      for (int64_t i = 0; i < d; ++i)
+        wrong_c += !(std::fabs(got[i] - want[i]) <= 1e-6f * std::fabs(want[i]) + 1e-30f);
+    }
+    // ---- timed (the host waits for each collective; kernels are synchronised here).
+    const Timing t_ar = time_it(comm, warmup, iters, [&] { nccl.allreduce_sum(Span<float>(flat.get(), d)); });
+    const Timing t_ag = time_it(comm, warmup, iters, allgather);
+    const Timing t_c = time_it(comm, warmup, iters, [&] {
+      compress();
+      allgather();
+      decode();
+      EFSIGN_CUDA_CHECK(cudaDeviceSynchronize());
+    });
+    if (root) {
+      const double msg = static_cast<double>(table.message_bytes());
+      struct Row {
+        const char* method;
+        int64_t bytes, wire;
+        Timing t;
+        double size, busfactor;
+        int64_t wrong;
+      };
+      const Row rows[] = {
+          {"fp32-allreduce", 4 * d, ring_allreduce_wire_bytes(4 * d, W), t_ar, 4.0 * d, 2.0 * (W - 1) / W, wrong_ar},
+          {"compressed", table.message_bytes(), ring_allgather_wire_bytes(table.message_bytes(), W), t_c, W * msg,
+           (W - 1.0) / W, wrong_c},
+          {"allgather", table.message_bytes(), ring_allgather_wire_bytes(table.message_bytes(), W), t_ag, W * msg,
+           (W - 1.0) / W, 0}};
+      for (const Row& row : rows) {
+        const double algbw = row.size / (row.t.median * 1e-3) / 1e9;
+        const double speedup = t_ar.median / row.t.median;
+        fmt::print("{:>11} {:>14} {:>12} {:>12} {:>10.3f} {:>10.3f} {:>10.3f} {:>9.3f} {:>9.3f} {:>7.2f}x {:>7}\n", d,
+                   row.method, row.bytes, row.wire, row.t.median, row.t.min, row.t.max, algbw, algbw * row.busfactor,
+                   speedup, row.wrong);
+        if (json.is_open())
+          json << JsonLine()
+                      .add("method", row.method)
+                      .add("elements", d)
+                      .add("world", W)
+                      .add("backend", "nccl")
+                      .add("bytes_per_rank", row.bytes)
+                      .add("wire_bytes_per_rank", row.wire)
+                      .add("time_ms_median", row.t.median)
+                      .add("time_ms_min", row.t.min)
+                      .add("time_ms_max", row.t.max)
+                      .add("algbw", algbw)
+                      .add("busbw", algbw * row.busfactor)
+                      .add("speedup_vs_fp32", speedup)
+                      .add("wrong", row.wrong)
+                      .str()
+               << "\n";
+      }
+      std::fflush(stdout);
+    }
+    if ((wrong_ar || wrong_c) && root)
+      fmt::print(stderr, "efsign-bench: WRONG RESULTS at {} elements: allreduce {}, compressed {}\n", d, wrong_ar,
+                 wrong_c);
+  }
+  return 0;
+}
+#endif
+
 int run_comm(int argc, char** argv, MpiCommunicator& comm) {
   cxxopts::Options spec("efsign-bench comm", "compressed exchange vs fp32 allreduce, size sweep");
   spec.add_options()("b,begin", "first size (elements)", cxxopts::value<double>()->default_value("1e3"))(
@@ -113,12 +275,17 @@ int run_comm(int argc, char** argv, MpiCommunicator& comm) {
       "f,factor", "size multiplier", cxxopts::value<double>()->default_value("10"))(
       "iters", "timed iterations", cxxopts::value<int>()->default_value("20"))(
       "warmup", "untimed iterations", cxxopts::value<int>()->default_value("3"))(
+      "backend", "mpi (host buffers, every exchange) | nccl (one GPU per rank: fp32 allreduce, the compressed "
+                 "allgather exchange with the CUDA kernels, allgather alone)",
+      cxxopts::value<std::string>()->default_value("mpi"))(
       "json", "write records here (rank 0)", cxxopts::value<std::string>()->default_value(""))("h,help", "help");
   auto r = spec.parse(argc, argv);
   if (r.count("help")) {
     if (comm.rank() == 0) fmt::print("{}", spec.help());
     return 0;
   }
+  const std::string backend = r["backend"].as<std::string>();
+  if (backend != "mpi" && backend != "nccl") throw UsageError("--backend must be mpi or nccl");
   const double begin = r["begin"].as<double>(), end = r["end"].as<double>(), factor = r["factor"].as<double>();
   const int iters = r["iters"].as<int>(), warmup = r["warmup"].as<int>();
   if (!(begin >= 1 && end >= begin && factor > 1 && iters >= 1 && warmup >= 0))
@@ -129,6 +296,13 @@ int run_comm(int argc, char** argv, MpiCommunicator& comm) {
   if (root && !r["json"].as<std::string>().empty()) {
     json.open(r["json"].as<std::string>());
     if (!json) throw InputError("cannot open the --json file for writing");
+  }
+  if (backend == "nccl") {
+#if defined(EFSIGN_HAVE_CUDA)
+    return run_comm_nccl(comm, begin, end, factor, iters, warmup, json);
+#else
+    throw UsageError("--backend nccl: efsign was built without CUDA kernels and NCCL");
+#endif
   }
   const codec::Isa isa = codec::best_isa();
   if (root) {

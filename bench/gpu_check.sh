@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds efsign on a GPU machine and runs, in one go, every GPU test and benchmark:
 #   all [gpu] tests (kernels vs their CPU twins; NCCL vs CPU training), the kernel
-#   benchmark, and a short one-rank NCCL training run of the convnet.
+#   benchmark, short one-rank NCCL training runs of the convnet (allgather, two-phase,
+#   vote) and the one-GPU `efsign-bench comm --backend nccl` sweep.
 # Logs and JSON go to $OUT (default ./gpu-results). Meant to finish in < 8 minutes.
 #
 # Needs: nvcc, NCCL, python3 with torch (LibTorch from torch.utils.cmake_prefix_path).
@@ -78,6 +79,23 @@ if timeout 240 "${MPIRUN[@]}" -np 1 $BUILD/efsign-train --backend nccl --dataset
   log "NCCL training: $(grep '^done' "$OUT/nccl_train.log")"
 else
   log "FAIL NCCL training"; tail -20 "$OUT/nccl_train.log"; status=1
+fi
+# ---- the same with the two-phase and vote exchanges (device gathers, alltoallv/allgatherv)
+for ex in two-phase vote; do
+  if timeout 240 "${MPIRUN[@]}" -np 1 $BUILD/efsign-train --backend nccl --dataset synthetic --model convnet \
+       --optimizer ef-signsgd --exchange $ex --epochs 1 >"$OUT/nccl_train_$ex.log" 2>&1; then
+    log "NCCL training, $ex: $(grep '^done' "$OUT/nccl_train_$ex.log")"
+  else
+    log "FAIL NCCL training, $ex"; tail -20 "$OUT/nccl_train_$ex.log"; status=1
+  fi
+done
+# ---- nccl-tests-style sweep on one GPU (W = 1: kernel and launch costs, not the network)
+if timeout 240 "${MPIRUN[@]}" -np 1 $BUILD/efsign-bench comm --backend nccl -b 1e4 -e 1e8 -f 10 --iters 10 \
+     --json "$OUT/comm_nccl.jsonl" >"$OUT/comm_nccl.log" 2>&1; then
+  log "comm --backend nccl:"; cat "$OUT/comm_nccl.log" | tee -a "$OUT/summary.txt"
+  grep -q '"wrong":[1-9]' "$OUT/comm_nccl.jsonl" && { log "FAIL comm --backend nccl: wrong elements"; status=1; }
+else
+  log "FAIL comm --backend nccl"; tail -20 "$OUT/comm_nccl.log"; status=1
 fi
 log "exit $status"
 exit $status

@@ -145,8 +145,10 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// One block per chunk: param -= (1/W) sum_w s_w sign_w, ranks summed in order 0..W-1.
+// One block per chunk: param -= (1/W) sum_w s_w sign_w, ranks summed in order 0..W-1
+// (kAdd: param += ..., the two-phase server's p = e + a).
 // Dynamic shared memory: W floats (the chunk's layer's scale from every rank).
+template <bool kAdd>
 __global__ void __launch_bounds__(kThreads)
     decode_apply_kernel(const DeviceLayer* __restrict__ layers, const Chunk* __restrict__ chunks,
                         const uint32_t* __restrict__ messages, int world, int64_t message_words,
@@ -185,8 +187,53 @@ __global__ void __launch_bounds__(kThreads)
     }
 #pragma unroll
     for (int k = 0; k < kIlp; ++k)
-      if (ok[k]) param[idx[k]] = __fsub_rn(x[k], __fdiv_rn(acc[k], wf));
+      if (ok[k]) param[idx[k]] = kAdd ? __fadd_rn(x[k], __fdiv_rn(acc[k], wf)) : __fsub_rn(x[k], __fdiv_rn(acc[k], wf));
   }
+}
+
+// One block per chunk: majority vote (codec::vote_apply). margin = #(+) - #(-) over the
+// ranks; mean = (s_0 + ... + s_{W-1}) / W in rank order; a tie leaves x alone.
+__global__ void __launch_bounds__(kThreads)
+    vote_apply_kernel(const DeviceLayer* __restrict__ layers, const Chunk* __restrict__ chunks,
+                      const uint32_t* __restrict__ messages, int world, int64_t message_words, int64_t total_words) {
+  const Chunk chunk = chunks[blockIdx.x];
+  const DeviceLayer layer = layers[chunk.layer];
+  float sum = 0.0f;
+  for (int w = 0; w < world; ++w)
+    sum = __fadd_rn(sum, __uint_as_float(__ldg(messages + w * message_words + total_words + chunk.layer)));
+  const float mean = __fdiv_rn(sum, static_cast<float>(world));
+  const int64_t first = chunk.first_word * 32;
+  const int64_t end = min(layer.n, first + chunk.num_words * 32);
+  const uint32_t* __restrict__ words = messages + layer.word_offset;
+  for (int64_t i = first + threadIdx.x; i < end; i += kThreads) {
+    int margin = 0;
+    for (int w = 0; w < world; ++w) margin += ((__ldg(words + w * message_words + (i >> 5)) >> (i & 31)) & 1u) ? 1 : -1;
+    if (margin > 0) layer.param[i] = __fsub_rn(layer.param[i], mean);
+    else if (margin < 0) layer.param[i] = __fadd_rn(layer.param[i], mean);
+  }
+}
+
+// One block per chunk: param[i] = grad[i] - (grad[i] >= 0 ? s : -s), s = scales[layer]
+// (codec::error_from_state: the two-phase server's e' = p - s sign(p)).
+__global__ void __launch_bounds__(kThreads)
+    error_from_state_kernel(const DeviceLayer* __restrict__ layers, const Chunk* __restrict__ chunks,
+                            const float* __restrict__ scales) {
+  const Chunk chunk = chunks[blockIdx.x];
+  const DeviceLayer layer = layers[chunk.layer];
+  const float s = scales[chunk.layer];
+  const int64_t first = chunk.first_word * 32;
+  const int64_t end = min(layer.n, first + chunk.num_words * 32);
+  for (int64_t i = first + threadIdx.x; i < end; i += kThreads) {
+    const float c = layer.grad[i];
+    layer.param[i] = __fsub_rn(c, c >= 0.0f ? s : -s);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads)
+    gather_u32_kernel(const uint32_t* __restrict__ src, const int64_t* __restrict__ idx, uint32_t* __restrict__ dst,
+                      int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (i < n) dst[i] = __ldg(src + __ldg(idx + i));
 }
 
 // Elements [begin, end) of a chunk's layer.
@@ -279,17 +326,62 @@ void compress_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d
   }
 }
 
+namespace {
+void check_decode(const char* who, int num_layers, int num_chunks, int world, int64_t message_words,
+                  int64_t total_words) {
+  check_counts(who, num_layers, num_chunks);
+  if (world < 1) throw Error(std::string(who) + ": world size must be >= 1");
+  if (world > kMaxWorld)
+    throw Error(std::string(who) + ": world size " + std::to_string(world) + " exceeds " + std::to_string(kMaxWorld));
+  if (message_words < total_words + num_layers) throw Error(std::string(who) + ": message_words too small");
+}
+}  // namespace
+
 void decode_apply_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
                          const uint32_t* d_messages, int world, int64_t message_words, int64_t total_words,
                          cudaStream_t stream) {
-  check_counts("decode_apply_launch", num_layers, num_chunks);
-  if (world < 1) throw Error("decode_apply_launch: world size must be >= 1");
-  if (world > kMaxWorld)
-    throw Error("decode_apply_launch: world size " + std::to_string(world) + " exceeds " + std::to_string(kMaxWorld));
-  if (message_words < total_words + num_layers) throw Error("decode_apply_launch: message_words too small");
+  check_decode("decode_apply_launch", num_layers, num_chunks, world, message_words, total_words);
   if (num_chunks == 0) return;
-  decode_apply_kernel<<<num_chunks, kThreads, world * sizeof(float), stream>>>(d_layers, d_chunks, d_messages, world,
-                                                                               message_words, total_words);
+  decode_apply_kernel<false><<<num_chunks, kThreads, world * sizeof(float), stream>>>(
+      d_layers, d_chunks, d_messages, world, message_words, total_words);
+  EFSIGN_CUDA_CHECK_LAUNCH();
+}
+
+void decode_add_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
+                       const uint32_t* d_messages, int world, int64_t message_words, int64_t total_words,
+                       cudaStream_t stream) {
+  check_decode("decode_add_launch", num_layers, num_chunks, world, message_words, total_words);
+  if (num_chunks == 0) return;
+  decode_apply_kernel<true><<<num_chunks, kThreads, world * sizeof(float), stream>>>(
+      d_layers, d_chunks, d_messages, world, message_words, total_words);
+  EFSIGN_CUDA_CHECK_LAUNCH();
+}
+
+void vote_apply_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
+                       const uint32_t* d_messages, int world, int64_t message_words, int64_t total_words,
+                       cudaStream_t stream) {
+  check_decode("vote_apply_launch", num_layers, num_chunks, world, message_words, total_words);
+  if (num_chunks == 0) return;
+  vote_apply_kernel<<<num_chunks, kThreads, 0, stream>>>(d_layers, d_chunks, d_messages, world, message_words,
+                                                         total_words);
+  EFSIGN_CUDA_CHECK_LAUNCH();
+}
+
+void error_from_state_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
+                             const float* d_scales, cudaStream_t stream) {
+  check_counts("error_from_state_launch", num_layers, num_chunks);
+  if (num_chunks == 0) return;
+  error_from_state_kernel<<<num_chunks, kThreads, 0, stream>>>(d_layers, d_chunks, d_scales);
+  EFSIGN_CUDA_CHECK_LAUNCH();
+}
+
+void gather_u32_launch(const uint32_t* d_src, const int64_t* d_index, uint32_t* d_dst, int64_t n,
+                       cudaStream_t stream) {
+  if (n < 0) throw Error("gather_u32_launch: negative count");
+  if (n == 0) return;
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  if (blocks > INT32_MAX) throw Error("gather_u32_launch: too many elements");
+  gather_u32_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(d_src, d_index, d_dst, n);
   EFSIGN_CUDA_CHECK_LAUNCH();
 }
 

@@ -72,6 +72,27 @@ void decode_apply_launch(const DeviceLayer* d_layers, int num_layers, const Chun
                          const uint32_t* d_messages, int world, int64_t message_words, int64_t total_words,
                          cudaStream_t stream);
 
+// The same with param += instead of -= (the two-phase server: p = e + average).
+void decode_add_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
+                       const uint32_t* d_messages, int world, int64_t message_words, int64_t total_words,
+                       cudaStream_t stream);
+
+// Majority vote (codec::vote_apply): x -= mean_w(s_w) * sign(sum_w sign_w); a tie
+// leaves x unchanged. Same messages as decode_apply_launch.
+void vote_apply_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
+                       const uint32_t* d_messages, int world, int64_t message_words, int64_t total_words,
+                       cudaStream_t stream);
+
+// codec::error_from_state per layer: param[i] = grad[i] - (grad[i] >= 0 ? s_l : -s_l),
+// s_l = d_scales[l] (grad holds p, param receives the error).
+void error_from_state_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
+                             const float* d_scales, cudaStream_t stream);
+
+// dst[i] = src[index[i]] for i < n: builds the two-phase blocks from a message and
+// the message-shaped array from the gathered blocks.
+void gather_u32_launch(const uint32_t* d_src, const int64_t* d_index, uint32_t* d_dst, int64_t n,
+                       cudaStream_t stream);
+
 // sgdm: copy every layer's grad into one flat buffer (one launch for all layers).
 void gather_grads_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
                          float* d_flat, cudaStream_t stream);

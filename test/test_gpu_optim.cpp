@@ -1,5 +1,7 @@
 // [gpu] The CUDA optimizers over a one-rank NcclCommunicator against the CPU
-// optimizers over the MPI world, for a few MLP steps from identical weights and data.
+// optimizers over the MPI world, for a few MLP steps from identical weights and data,
+// for every exchange (two-phase and vote with one rank exercise their whole device
+// path: gathers, alltoallv/allgatherv with self, server decode-add, re-compress).
 // Skips with a visible message without a CUDA device (or with a CPU-only LibTorch).
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
@@ -34,8 +36,15 @@ TEST_CASE("one-rank NCCL training matches the CPU run of the same MLP steps", "[
   auto& comm = test::world();
   REQUIRE(comm.size() == 1);
   NcclCommunicator nccl(comm, 0, 60.0);
-  for (auto kind : {OptimizerKind::kEfSignSgd, OptimizerKind::kSgdm, OptimizerKind::kSignum}) {
-    INFO("optimizer " << optimizer_name(kind));
+  struct Case {
+    OptimizerKind kind;
+    ExchangeKind exchange;
+  };
+  for (Case c : {Case{OptimizerKind::kEfSignSgd, ExchangeKind::kAllgather}, Case{OptimizerKind::kSgdm, ExchangeKind::kAllgather},
+                 Case{OptimizerKind::kSignum, ExchangeKind::kAllgather}, Case{OptimizerKind::kEfSignSgd, ExchangeKind::kTwoPhase},
+                 Case{OptimizerKind::kSignum, ExchangeKind::kVote}}) {
+    const OptimizerKind kind = c.kind;
+    INFO("optimizer " << optimizer_name(kind) << ", exchange " << exchange_kind_name(c.exchange));
     torch::manual_seed(1);
     auto cpu = make_model("mlp", ModelSpec{});
     torch::manual_seed(1);
@@ -45,6 +54,7 @@ TEST_CASE("one-rank NCCL training matches the CPU run of the same MLP steps", "[
     cfg.kind = kind;
     cfg.lr = kind == OptimizerKind::kSignum ? 1e-3 : 0.05;
     cfg.weight_decay = 5e-4;
+    cfg.exchange = c.exchange;
     auto cpu_opt = make_optimizer(cpu->parameters(), comm, comm, cfg);
     auto gpu_opt = make_optimizer(gpu->parameters(), nccl, comm, cfg);
     torch::manual_seed(2);
@@ -63,7 +73,7 @@ TEST_CASE("one-rank NCCL training matches the CPU run of the same MLP steps", "[
     auto a = cpu->parameters(), b = gpu->parameters();
     for (std::size_t l = 0; l < a.size(); ++l)
       worst = std::max(worst, (a[l] - b[l].cpu()).abs().max().item<double>());
-    WARN(optimizer_name(kind) << ": max |cpu - gpu| parameter difference after 5 steps = " << worst);
+    WARN(optimizer_name(kind) << " / " << exchange_kind_name(c.exchange) << ": max |cpu - gpu| parameter difference after 5 steps = " << worst);
     // The GPU's matmuls differ from the CPU's in rounding; a sign flip of a near-zero
     // p moves one element by 2*s. Bound: far below one step's size.
     CHECK(worst < 1e-2);

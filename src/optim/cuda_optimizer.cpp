@@ -10,6 +10,7 @@
 
 #include "cuda_check.h"
 #include "efsign/error.h"
+#include "efsign/exchange.h"
 #include "optim_internal.h"
 #include "sign_kernels.h"
 
@@ -80,6 +81,43 @@ class CudaEngine {
   cudaEvent_t events_[4] = {nullptr, nullptr, nullptr, nullptr};
 };
 
+// A chunk plan over arbitrary "layers" (here: two-phase segments) whose device
+// pointers do not change between steps, uploaded once.
+struct DevicePlan {
+  kernels::ChunkPlan plan;
+  at::Tensor layers, chunks, first;
+  int num_layers = 0;
+
+  DevicePlan() = default;
+  DevicePlan(const std::vector<kernels::DeviceLayer>& host, at::Device dev) {
+    std::vector<int64_t> sizes;
+    for (const auto& d : host) sizes.push_back(d.n);
+    plan = kernels::ChunkPlan::build(sizes);
+    num_layers = static_cast<int>(host.size());
+    layers = upload(host.data(), host.size() * sizeof(kernels::DeviceLayer), dev);
+    chunks = upload(plan.chunks.data(), plan.chunks.size() * sizeof(kernels::Chunk), dev);
+    first = upload(plan.layer_first_chunk.data(), plan.layer_first_chunk.size() * sizeof(int32_t), dev);
+  }
+  static at::Tensor upload(const void* src, std::size_t bytes, at::Device dev) {
+    at::Tensor t = at::empty({static_cast<int64_t>(std::max<std::size_t>(bytes, 1))},
+                             at::TensorOptions().dtype(at::kByte).device(dev));
+    if (bytes) EFSIGN_CUDA_CHECK(cudaMemcpy(t.data_ptr(), src, bytes, cudaMemcpyHostToDevice));
+    return t;
+  }
+  const kernels::DeviceLayer* d_layers() const { return static_cast<const kernels::DeviceLayer*>(layers.data_ptr()); }
+  const kernels::Chunk* d_chunks() const { return static_cast<const kernels::Chunk*>(chunks.data_ptr()); }
+  const int32_t* d_first() const { return static_cast<const int32_t*>(first.data_ptr()); }
+  int num_chunks() const { return static_cast<int>(plan.chunks.size()); }
+};
+
+inline uint32_t* u32(const at::Tensor& t) { return reinterpret_cast<uint32_t*>(t.data_ptr<int32_t>()); }
+inline Span<const std::byte> bytes_of(const at::Tensor& t) {
+  return Span<const std::byte>(static_cast<const std::byte*>(t.data_ptr()), static_cast<std::size_t>(t.nbytes()));
+}
+inline Span<std::byte> writable_bytes_of(at::Tensor& t) {
+  return Span<std::byte>(static_cast<std::byte*>(t.data_ptr()), static_cast<std::size_t>(t.nbytes()));
+}
+
 class CudaSignOptimizer final : public DistributedOptimizer {
  public:
   CudaSignOptimizer(std::vector<at::Tensor> params, Communicator& data, HostCommunicator& control,
@@ -95,11 +133,21 @@ class CudaSignOptimizer final : public DistributedOptimizer {
       if (config_.kind == OptimizerKind::kEfSignSgd) state_.push_back(at::zeros_like(p));
       if (config_.kind == OptimizerKind::kSignum) momentum_.push_back(at::zeros_like(p));
     }
+    if (config_.exchange == ExchangeKind::kTwoPhase) setup_two_phase();
   }
 
-  std::string exchange_name() const override { return fmt::format("allgather of packed signs ({}, fused CUDA kernels)", data_.backend()); }
-  int64_t wire_bytes_per_step() const override { return table_.message_bytes(); }
+  std::string exchange_name() const override {
+    const char* what = config_.exchange == ExchangeKind::kTwoPhase ? "two-phase compressed allreduce"
+                       : config_.exchange == ExchangeKind::kVote   ? "majority vote over an allgather of packed signs"
+                                                                   : "allgather of packed signs";
+    return fmt::format("{} ({}, fused CUDA kernels)", what, data_.backend());
+  }
+  int64_t wire_bytes_per_step() const override {
+    if (config_.exchange == ExchangeKind::kTwoPhase) return to_servers_.numel() * 4 + served_.numel() * 4;
+    return table_.message_bytes();
+  }
   int64_t network_bytes_per_step() const override {
+    if (config_.exchange == ExchangeKind::kTwoPhase) return tp_.wire_bytes();
     return ring_allgather_wire_bytes(table_.message_bytes(), data_.size());
   }
 
@@ -120,6 +168,10 @@ class CudaSignOptimizer final : public DistributedOptimizer {
                              reinterpret_cast<uint32_t*>(send_.data_ptr<int32_t>()), nullptr);
     engine_.mark(1);
     const int64_t bytes0 = data_.bytes_sent(), wire0 = data_.wire_bytes(), calls0 = data_.calls();
+    if (config_.exchange == ExchangeKind::kTwoPhase) {
+      step_two_phase(bytes0, wire0, calls0);
+      return;
+    }
     data_.allgather(Span<const std::byte>(static_cast<const std::byte*>(send_.data_ptr()), send_.numel() * 4),
                     Span<std::byte>(static_cast<std::byte*>(recv_.data_ptr()), recv_.numel() * 4));
     stats_.bytes_sent = data_.bytes_sent() - bytes0;
@@ -146,9 +198,140 @@ class CudaSignOptimizer final : public DistributedOptimizer {
         return;
       }
     }
-    kernels::decode_apply_launch(engine_.layers(), static_cast<int>(table_.num_layers()), engine_.chunks(),
-                                 engine_.num_chunks(), reinterpret_cast<const uint32_t*>(recv_.data_ptr<int32_t>()),
-                                 data_.size(), table_.message_words(), table_.total_words(), nullptr);
+    if (config_.exchange == ExchangeKind::kVote)
+      kernels::vote_apply_launch(engine_.layers(), static_cast<int>(table_.num_layers()), engine_.chunks(),
+                                 engine_.num_chunks(), u32(recv_), data_.size(), table_.message_words(),
+                                 table_.total_words(), nullptr);
+    else
+      kernels::decode_apply_launch(engine_.layers(), static_cast<int>(table_.num_layers()), engine_.chunks(),
+                                   engine_.num_chunks(), u32(recv_), data_.size(), table_.message_words(),
+                                   table_.total_words(), nullptr);
+    engine_.mark(3);
+    engine_.times(stats_);
+  }
+
+  // Note [two-phase] on the device, one bucket: gather the blocks out of the message,
+  // alltoallv, server decode-add + re-compress over this rank's segments, allgatherv,
+  // gather the blocks back into one message-shaped array (all words in flat order,
+  // then one scale per segment), apply it as a one-rank decode over the segments, and
+  // commit the server error.
+  void setup_two_phase() {
+    const int W = data_.size(), r = data_.rank();
+    const int L = static_cast<int>(table_.num_layers());
+    tp_ = TwoPhaseLayout::build(table_, {Bucket{0, L}}, W, r);
+    const auto& tb = tp_.buckets[0];
+    const auto dev = params_[0].device();
+    const auto i32 = at::TensorOptions().dtype(at::kInt).device(dev);
+    const auto f32 = at::TensorOptions().dtype(at::kFloat).device(dev);
+    const auto& mine = tb.blocks[r];
+    const int64_t T = table_.total_words(), S = static_cast<int64_t>(tp_.segments.size());
+    // Where each word of the all-to-all buffer comes from in the message.
+    std::vector<int64_t> to_servers_idx;
+    for (int c = 0; c < W; ++c) {
+      const auto& blk = tb.blocks[c];
+      for (int64_t w = blk.word_begin; w < blk.word_end; ++w) to_servers_idx.push_back(w);
+      for (int64_t id : blk.segments) to_servers_idx.push_back(T + tp_.segments[id].layer);
+    }
+    // Where each word of the message-shaped array comes from in the gathered blocks.
+    std::vector<int64_t> pseudo_idx(T + S);
+    for (int c = 0; c < W; ++c) {
+      const auto& blk = tb.blocks[c];
+      for (int64_t w = blk.word_begin; w < blk.word_end; ++w) pseudo_idx[w] = tb.gathered_at[c] + (w - blk.word_begin);
+      for (int64_t id : blk.segments) pseudo_idx[T + id] = tb.gathered_at[c] + blk.words() + tp_.segments[id].slot;
+    }
+    to_servers_idx_ = DevicePlan::upload(to_servers_idx.data(), to_servers_idx.size() * 8, dev);
+    pseudo_idx_ = DevicePlan::upload(pseudo_idx.data(), pseudo_idx.size() * 8, dev);
+    to_servers_ = at::zeros({static_cast<int64_t>(to_servers_idx.size())}, i32);
+    from_workers_ = at::zeros({W * mine.len()}, i32);
+    served_ = at::zeros({mine.len()}, i32);
+    gathered_ = at::zeros({tb.gathered_words}, i32);
+    pseudo_ = at::zeros({T + S}, i32);
+    server_p_ = at::zeros({tp_.server_elems}, f32);
+    server_e_ = at::zeros({tp_.server_elems}, f32);
+    server_scales_ = at::zeros({std::max<int64_t>(1, static_cast<int64_t>(mine.segments.size()))}, f32);
+    // This rank's segments: p in place (decode-add, re-compress), and p -> e (commit).
+    std::vector<kernels::DeviceLayer> own, commit;
+    for (int64_t id : mine.segments) {
+      const auto& sg = tp_.segments[id];
+      kernels::DeviceLayer d;
+      d.grad = server_p_.data_ptr<float>() + sg.server_offset;
+      d.param = server_p_.data_ptr<float>() + sg.server_offset;
+      d.n = sg.elems;
+      d.word_offset = sg.word_begin - mine.word_begin;
+      own.push_back(d);
+      d.param = server_e_.data_ptr<float>() + sg.server_offset;
+      commit.push_back(d);
+    }
+    own_ = DevicePlan(own, dev);
+    commit_ = DevicePlan(commit, dev);
+    server_partials_ = at::zeros({std::max(1, own_.num_chunks())}, at::TensorOptions().dtype(at::kDouble).device(dev));
+    // Every segment of every layer: x -= s sign(p) from the message-shaped array.
+    std::vector<kernels::DeviceLayer> all;
+    for (const auto& sg : tp_.segments) {
+      kernels::DeviceLayer d;
+      d.param = params_[sg.layer].data_ptr<float>() + sg.elem_begin;
+      d.n = sg.elems;
+      d.word_offset = sg.word_begin;
+      all.push_back(d);
+    }
+    apply_ = DevicePlan(all, dev);
+  }
+
+  void step_two_phase(int64_t bytes0, int64_t wire0, int64_t calls0) {
+    const int W = data_.size();
+    const auto& tb = tp_.buckets[0];
+    const auto& mine = tb.blocks[data_.rank()];
+    const int64_t T = table_.total_words(), S = static_cast<int64_t>(tp_.segments.size());
+    kernels::gather_u32_launch(u32(send_), static_cast<const int64_t*>(to_servers_idx_.data_ptr()), u32(to_servers_),
+                               to_servers_.numel(), nullptr);
+    data_.alltoallv(bytes_of(to_servers_), Span<const int64_t>(tb.counts), writable_bytes_of(from_workers_));
+    if (tp_.server_elems > 0) {
+      EFSIGN_CUDA_CHECK(cudaMemcpyAsync(server_p_.data_ptr(), server_e_.data_ptr(), tp_.server_elems * sizeof(float),
+                                        cudaMemcpyDeviceToDevice, nullptr));
+    }
+    kernels::decode_add_launch(own_.d_layers(), own_.num_layers, own_.d_chunks(), own_.num_chunks(),
+                               u32(from_workers_), W, mine.len(), mine.words(), nullptr);
+    kernels::CompressConfig unit;
+    unit.lr = 1.0f;  // packs p and takes mean |p|
+    kernels::compress_launch(own_.d_layers(), own_.num_layers, own_.d_chunks(), own_.num_chunks(), own_.d_first(),
+                             mine.words(), unit, server_scales_.data_ptr<float>(), server_partials_.data_ptr<double>(),
+                             u32(served_), nullptr);
+    data_.allgatherv(bytes_of(served_), Span<const int64_t>(tb.counts), writable_bytes_of(gathered_));
+    kernels::gather_u32_launch(u32(gathered_), static_cast<const int64_t*>(pseudo_idx_.data_ptr()), u32(pseudo_),
+                               pseudo_.numel(), nullptr);
+    stats_.bytes_sent = data_.bytes_sent() - bytes0;
+    stats_.wire_bytes = data_.wire_bytes() - wire0;
+    stats_.calls = data_.calls() - calls0;
+    engine_.mark(2);
+    // Note [non-finite]: every segment's server scale, then this rank's own scales.
+    std::vector<float> seg_scales(S);
+    if (S > 0)
+      EFSIGN_CUDA_CHECK(cudaMemcpy(seg_scales.data(), static_cast<const int32_t*>(pseudo_.data_ptr()) + T,
+                                   S * sizeof(float), cudaMemcpyDeviceToHost));
+    std::string why;
+    for (int64_t k = 0; k < S && why.empty(); ++k)
+      if (!std::isfinite(seg_scales[k]))
+        why = fmt::format("non-finite gradient (NaN or Inf) in layer {} (its average, formed on rank {}, is not finite)",
+                          tp_.segments[k].layer, tp_.segments[k].chunk);
+    if (nonfinite_verdict(why)) {
+      const int64_t L = table_.num_layers();
+      std::vector<float> own(L);
+      EFSIGN_CUDA_CHECK(cudaMemcpy(own.data(), static_cast<const int32_t*>(send_.data_ptr()) + T, L * sizeof(float),
+                                   cudaMemcpyDeviceToHost));
+      for (int64_t l = 0; l < L; ++l) {
+        if (std::isfinite(own[l])) continue;
+        if (!state_.empty()) state_[l].zero_();
+        if (!momentum_.empty()) momentum_[l].zero_();
+      }
+      prev_scale_.zero_();  // healthy layers keep all of p; the server error is not committed
+      engine_.mark(3);
+      engine_.times(stats_);
+      return;
+    }
+    kernels::decode_apply_launch(apply_.d_layers(), apply_.num_layers, apply_.d_chunks(), apply_.num_chunks(),
+                                 u32(pseudo_), 1, T + S, T, nullptr);
+    kernels::error_from_state_launch(commit_.d_layers(), commit_.num_layers, commit_.d_chunks(), commit_.num_chunks(),
+                                     server_scales_.data_ptr<float>(), nullptr);
     engine_.mark(3);
     engine_.times(stats_);
   }
@@ -158,12 +341,14 @@ class CudaSignOptimizer final : public DistributedOptimizer {
     add_named(out, "ef_state", state_);
     add_named(out, "momentum", momentum_);
     if (!state_.empty()) out.emplace_back("ef_scale", prev_scale_);
+    if (config_.exchange == ExchangeKind::kTwoPhase) out.emplace_back("server_error", server_e_);
     return out;
   }
   void reset_state() override {
     zero_all(state_);
     zero_all(momentum_);
     prev_scale_.zero_();
+    if (server_e_.defined()) server_e_.zero_();
   }
   std::vector<at::Tensor> error_buffers() const override {
     std::vector<at::Tensor> out;
@@ -179,6 +364,11 @@ class CudaSignOptimizer final : public DistributedOptimizer {
   CudaEngine engine_;
   at::Tensor send_, recv_, prev_scale_, partials_;
   std::vector<at::Tensor> state_, momentum_, grads_;
+  // --exchange two-phase
+  TwoPhaseLayout tp_;
+  at::Tensor to_servers_idx_, pseudo_idx_, to_servers_, from_workers_, served_, gathered_, pseudo_;
+  at::Tensor server_p_, server_e_, server_scales_, server_partials_;
+  DevicePlan own_, commit_, apply_;
 };
 
 class CudaSgdmOptimizer final : public DistributedOptimizer {
@@ -243,10 +433,9 @@ std::unique_ptr<DistributedOptimizer> make_cuda(std::vector<at::Tensor> params, 
                                                 HostCommunicator& control, const OptimizerConfig& config) {
   if (data.memory() != MemoryKind::kDevice)
     throw UsageError("parameters on a GPU need a device communicator (--backend nccl)");
-  if (config.exchange != ExchangeKind::kAllgather || config.overlap)
-    throw UsageError(fmt::format("--exchange {}{} is implemented for the CPU (--backend mpi) path only; the CUDA path "
-                                 "exchanges by allgather, without overlap",
-                                 exchange_kind_name(config.exchange), config.overlap ? " --overlap" : ""));
+  if (config.overlap)
+    throw UsageError("--overlap is implemented for the CPU (--backend mpi) path only; on GPUs the exchange runs "
+                     "after backward (the communicator's own stream already overlaps it with nothing else)");
   if (config.kind == OptimizerKind::kSgdm)
     return std::make_unique<CudaSgdmOptimizer>(std::move(params), data, control, config);
   return std::make_unique<CudaSignOptimizer>(std::move(params), data, control, config);
