@@ -80,6 +80,14 @@ if timeout 240 "${MPIRUN[@]}" -np 1 $BUILD/efsign-train --backend nccl --dataset
 else
   log "FAIL NCCL training"; tail -20 "$OUT/nccl_train.log"; status=1
 fi
+# ---- the same run with --overlap: must end on the same checksum
+if timeout 240 "${MPIRUN[@]}" -np 1 $BUILD/efsign-train --backend nccl --dataset synthetic --model convnet \
+     --optimizer ef-signsgd --epochs 2 --overlap --bucket-mb 0.1 >"$OUT/nccl_train_overlap.log" 2>&1; then
+  a=$(grep -o 'checksum [0-9a-f]*' "$OUT/nccl_train.log"); b=$(grep -o 'checksum [0-9a-f]*' "$OUT/nccl_train_overlap.log")
+  if [[ -n $a && $a == "$b" ]]; then log "NCCL training --overlap: same $b"; else log "FAIL --overlap: $a vs $b"; status=1; fi
+else
+  log "FAIL NCCL training --overlap"; tail -20 "$OUT/nccl_train_overlap.log"; status=1
+fi
 # ---- the same with the two-phase and vote exchanges (device gathers, alltoallv/allgatherv)
 for ex in two-phase vote; do
   if timeout 240 "${MPIRUN[@]}" -np 1 $BUILD/efsign-train --backend nccl --dataset synthetic --model convnet \

@@ -79,3 +79,47 @@ TEST_CASE("one-rank NCCL training matches the CPU run of the same MLP steps", "[
     CHECK(worst < 1e-2);
   }
 }
+
+TEST_CASE("--overlap on the GPU: buckets start during backward and the result is the same bits", "[gpu]") {
+  std::string why;
+  if (!have_gpu(&why)) {
+    WARN("SKIPPED: " << why);
+    return;
+  }
+  auto& comm = test::world();
+  REQUIRE(comm.size() == 1);
+  NcclCommunicator nccl(comm, 0, 60.0);
+  for (ExchangeKind ex : {ExchangeKind::kAllgather, ExchangeKind::kVote}) {
+    INFO("exchange " << exchange_kind_name(ex));
+    std::vector<at::Tensor> result[2];
+    int64_t early = 0, buckets = 0;
+    for (int overlap = 0; overlap < 2; ++overlap) {
+      torch::manual_seed(1);
+      auto gpu = make_model("mlp", ModelSpec{});
+      gpu->to(torch::kCUDA);
+      OptimizerConfig cfg;
+      cfg.kind = OptimizerKind::kEfSignSgd;
+      cfg.lr = 0.05;
+      cfg.exchange = ex;
+      cfg.overlap = overlap == 1;
+      cfg.bucket_bytes = 4 << 10;  // three buckets for the MLP
+      auto opt = make_optimizer(gpu->parameters(), nccl, comm, cfg);
+      torch::manual_seed(2);
+      for (int t = 0; t < 5; ++t) {
+        at::Tensor x = torch::randn({32, 1, 28, 28}).cuda();
+        at::Tensor y = torch::randint(0, 10, {32}).cuda();
+        gpu->zero_grad();
+        torch::nn::functional::cross_entropy(gpu->forward(x), y).backward();
+        opt->step();
+        if (overlap) {
+          early += opt->last_step().buckets_started_in_backward;
+          buckets += opt->last_step().buckets;
+        }
+      }
+      for (auto& p : gpu->parameters()) result[overlap].push_back(p.detach().cpu());
+    }
+    CHECK(buckets == 5 * 3);
+    CHECK(early == buckets);
+    for (std::size_t l = 0; l < result[0].size(); ++l) CHECK(at::equal(result[0][l], result[1][l]));
+  }
+}

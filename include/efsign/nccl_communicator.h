@@ -39,6 +39,14 @@ class NcclCommunicator final : public Communicator {
   void barrier() override;
   int device() const;
 
+  // --overlap. The caller enqueues its own kernels on comm_stream() (a cudaStream_t)
+  // after an event from the compute stream; allgather_enqueued() queues an allgather
+  // there without any wait; synchronize() makes the compute stream wait for everything
+  // queued on the comm stream and the host wait for it too, with the watchdog.
+  void* comm_stream() const;
+  void allgather_enqueued(Span<const std::byte> send, Span<std::byte> recv);
+  void synchronize(const char* what);
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -58,6 +58,15 @@ struct NcclCommunicator::Impl {
     wait(what);
   }
 
+  // --overlap: the work before it on the comm stream (the caller's compress kernel)
+  // orders it; nothing waits.
+  template <typename Fn>
+  void enqueue(Fn&& issue) {
+    EFSIGN_NCCL_CHECK(ncclGroupStart());
+    issue();
+    EFSIGN_NCCL_CHECK(ncclGroupEnd());
+  }
+
   void wait(const char* what) {
     const auto t0 = std::chrono::steady_clock::now();
     for (int spins = 0;; ++spins) {
@@ -170,6 +179,23 @@ void NcclCommunicator::allgatherv(Span<const std::byte> send, Span<const int64_t
       EFSIGN_CUDA_CHECK(cudaMemcpyAsync(recv.data() + own_offset, send.data(), send.size(), cudaMemcpyDeviceToDevice,
                                         impl_->stream->s));
   });
+}
+
+void* NcclCommunicator::comm_stream() const { return impl_->stream->s; }
+
+void NcclCommunicator::allgather_enqueued(Span<const std::byte> send, Span<std::byte> recv) {
+  if (recv.size() != send.size() * static_cast<std::size_t>(impl_->size))
+    throw Error(fmt::format("allgather: recv holds {} bytes, need {} x {}", recv.size(), impl_->size, send.size()));
+  impl_->enqueue([&] {
+    EFSIGN_NCCL_CHECK(ncclAllGather(send.data(), recv.data(), send.size(), ncclUint8, impl_->comm, impl_->stream->s));
+  });
+  count(static_cast<int64_t>(send.size()), ring_allgather_wire_bytes(static_cast<int64_t>(send.size()), impl_->size));
+}
+
+void NcclCommunicator::synchronize(const char* what) {
+  EFSIGN_CUDA_CHECK(cudaEventRecord(impl_->done->e, impl_->stream->s));
+  EFSIGN_CUDA_CHECK(cudaStreamWaitEvent(impl_->compute, impl_->done->e, 0));
+  impl_->wait(what);
 }
 
 void NcclCommunicator::allreduce_sum(Span<float> data) {

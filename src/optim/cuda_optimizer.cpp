@@ -6,12 +6,16 @@
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
+#include <chrono>
 #include <cmath>
+#include <mutex>
 
 #include "cuda_check.h"
 #include "efsign/error.h"
 #include "efsign/exchange.h"
+#include "efsign/nccl_communicator.h"
 #include "optim_internal.h"
+#include "overlap.h"
 #include "sign_kernels.h"
 
 namespace efsign::detail {
@@ -134,6 +138,13 @@ class CudaSignOptimizer final : public DistributedOptimizer {
       if (config_.kind == OptimizerKind::kSignum) momentum_.push_back(at::zeros_like(p));
     }
     if (config_.exchange == ExchangeKind::kTwoPhase) setup_two_phase();
+    if (config_.overlap) setup_overlap();
+  }
+
+  ~CudaSignOptimizer() override {
+    hooks_.reset();
+    for (auto& bd : bdev_)
+      if (bd.ready) cudaEventDestroy(bd.ready);
   }
 
   std::string exchange_name() const override {
@@ -152,6 +163,10 @@ class CudaSignOptimizer final : public DistributedOptimizer {
   }
 
   void step() override {
+    if (config_.overlap) {
+      step_overlapped();
+      return;
+    }
     grads_.clear();
     for (int64_t l = 0; l < table_.num_layers(); ++l) grads_.push_back(grad_of(l));
     engine_.upload(table_, params_, grads_, momentum_, state_);
@@ -206,6 +221,170 @@ class CudaSignOptimizer final : public DistributedOptimizer {
       kernels::decode_apply_launch(engine_.layers(), static_cast<int>(table_.num_layers()), engine_.chunks(),
                                    engine_.num_chunks(), u32(recv_), data_.size(), table_.message_words(),
                                    table_.total_words(), nullptr);
+    engine_.mark(3);
+    engine_.times(stats_);
+  }
+
+  // --overlap on the device. Buckets as on the CPU (make_buckets); each has its own
+  // message (its layers' words, then their scales), chunk plan and device layer array.
+  // When backward has finished a bucket's gradients (a post hook on AccumulateGrad,
+  // on the autograd thread), an event on the compute stream orders the bucket's
+  // compress kernel and its allgather on the communicator's stream; step() waits for
+  // the stream and decodes. Per-layer chunks and partial sums are the same as in one
+  // message, so the bits are the same as without --overlap.
+  struct BucketDev {
+    int64_t first = 0, last = 0, word_begin = 0, words = 0, msg_words = 0;
+    kernels::ChunkPlan plan;
+    std::vector<kernels::DeviceLayer> host;
+    at::Tensor layers, chunks, first_chunk, send, recv, partials;
+    cudaEvent_t ready = nullptr;
+  };
+
+  void setup_overlap() {
+    nccl_ = dynamic_cast<NcclCommunicator*>(&data_);
+    if (!nccl_) throw Error("--overlap on the GPU needs the NCCL communicator");
+    const auto dev = params_[0].device();
+    const auto i32 = at::TensorOptions().dtype(at::kInt).device(dev);
+    for (const Bucket& k : make_buckets(table_, config_.bucket_bytes)) {
+      BucketDev bd;
+      bd.first = k.first;
+      bd.last = k.last;
+      bd.word_begin = table_.word_offset(k.first);
+      bd.words = table_.word_offset(k.last - 1) + table_.words(k.last - 1) - bd.word_begin;
+      bd.msg_words = bd.words + (k.last - k.first);
+      std::vector<int64_t> sizes(table_.sizes().begin() + k.first, table_.sizes().begin() + k.last);
+      bd.plan = kernels::ChunkPlan::build(sizes);
+      for (int64_t l = k.first; l < k.last; ++l) {
+        kernels::DeviceLayer d;
+        d.param = params_[l].data_ptr<float>();
+        d.momentum = momentum_.empty() ? nullptr : momentum_[l].data_ptr<float>();
+        d.state = state_.empty() ? nullptr : state_[l].data_ptr<float>();
+        d.n = table_.size(l);
+        d.word_offset = table_.word_offset(l) - bd.word_begin;
+        bd.host.push_back(d);
+      }
+      bd.layers = DevicePlan::upload(bd.host.data(), bd.host.size() * sizeof(kernels::DeviceLayer), dev);
+      bd.chunks = DevicePlan::upload(bd.plan.chunks.data(), bd.plan.chunks.size() * sizeof(kernels::Chunk), dev);
+      bd.first_chunk =
+          DevicePlan::upload(bd.plan.layer_first_chunk.data(), bd.plan.layer_first_chunk.size() * sizeof(int32_t), dev);
+      bd.send = at::zeros({bd.msg_words}, i32);
+      bd.recv = at::zeros({bd.msg_words * data_.size()}, i32);
+      bd.partials = at::zeros({std::max<int64_t>(1, static_cast<int64_t>(bd.plan.chunks.size()))},
+                              at::TensorOptions().dtype(at::kDouble).device(dev));
+      EFSIGN_CUDA_CHECK(cudaEventCreateWithFlags(&bd.ready, cudaEventDisableTiming));
+      bdev_.push_back(std::move(bd));
+    }
+    pending_.assign(bdev_.size(), 0);
+    seen_.assign(table_.num_layers(), 0);
+    keep_.assign(table_.num_layers(), at::Tensor());
+    reset_pending();
+    bytes_mark_ = data_.bytes_sent();
+    wire_mark_ = data_.wire_bytes();
+    calls_mark_ = data_.calls();
+    hooks_ = std::make_unique<GradReadyHooks>(params_, [this](int64_t l) { on_grad_ready(l); });
+  }
+
+  void reset_pending() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (std::size_t b = 0; b < bdev_.size(); ++b) pending_[b] = bdev_[b].last - bdev_[b].first;
+    std::fill(seen_.begin(), seen_.end(), 0);
+    next_ = 0;
+    hook_error_.clear();
+  }
+
+  void on_grad_ready(int64_t l) {  // autograd thread
+    std::lock_guard<std::mutex> lock(mu_);
+    if (seen_[l]++) {
+      hook_error_ = fmt::format("--overlap: parameter {} received its gradient twice before step()", l);
+      return;
+    }
+    int b = 0;
+    while (!(bdev_[b].first <= l && l < bdev_[b].last)) ++b;
+    if (--pending_[b] > 0) return;
+    while (next_ < static_cast<int>(bdev_.size()) && pending_[next_] == 0) launch_bucket(next_++);
+  }
+
+  void launch_bucket(int b) {  // mu_ held
+    BucketDev& bd = bdev_[b];
+    for (int64_t l = bd.first; l < bd.last; ++l) {
+      keep_[l] = grad_of(l);  // alive until step() has waited for the stream
+      bd.host[l - bd.first].grad = keep_[l].data_ptr<float>();
+    }
+    auto cs = static_cast<cudaStream_t>(nccl_->comm_stream());
+    EFSIGN_CUDA_CHECK(cudaEventRecord(bd.ready, nullptr));  // the gradients' kernels, on the compute stream
+    EFSIGN_CUDA_CHECK(cudaStreamWaitEvent(cs, bd.ready, 0));
+    EFSIGN_CUDA_CHECK(cudaMemcpyAsync(bd.layers.data_ptr(), bd.host.data(), bd.host.size() * sizeof(kernels::DeviceLayer),
+                                      cudaMemcpyHostToDevice, cs));
+    kernels::CompressConfig cc;
+    cc.lr = static_cast<float>(config_.lr);
+    cc.weight_decay = static_cast<float>(config_.weight_decay);
+    cc.momentum = static_cast<float>(config_.momentum);
+    cc.fixed_scale = config_.kind == OptimizerKind::kSignum;
+    cc.fixed_scale_value = cc.lr;
+    kernels::compress_launch(static_cast<const kernels::DeviceLayer*>(bd.layers.data_ptr()),
+                             static_cast<int>(bd.last - bd.first), static_cast<const kernels::Chunk*>(bd.chunks.data_ptr()),
+                             static_cast<int>(bd.plan.chunks.size()), static_cast<const int32_t*>(bd.first_chunk.data_ptr()),
+                             bd.words, cc, prev_scale_.data_ptr<float>() + bd.first, bd.partials.data_ptr<double>(),
+                             u32(bd.send), cs);
+    nccl_->allgather_enqueued(bytes_of(bd.send), writable_bytes_of(bd.recv));
+  }
+
+  void step_overlapped() {
+    engine_.mark(0);
+    engine_.mark(1);
+    std::string err;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      err = hook_error_;
+      stats_.buckets = static_cast<int64_t>(bdev_.size());
+      stats_.buckets_started_in_backward = next_;
+      while (next_ < static_cast<int>(bdev_.size())) launch_bucket(next_++);
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    nccl_->synchronize("overlapped allgather");
+    stats_.wait_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    reset_pending();
+    std::fill(keep_.begin(), keep_.end(), at::Tensor());
+    if (!err.empty()) throw Error(err);
+    // Counted since the last step's end: most launches happened during backward (the
+    // NCCL communicator carries only this optimizer's data traffic).
+    stats_.bytes_sent = data_.bytes_sent() - bytes_mark_;
+    stats_.wire_bytes = data_.wire_bytes() - wire_mark_;
+    stats_.calls = data_.calls() - calls_mark_;
+    bytes_mark_ = data_.bytes_sent();
+    wire_mark_ = data_.wire_bytes();
+    calls_mark_ = data_.calls();
+    engine_.mark(2);
+    const int W = data_.size();
+    const int64_t L = table_.num_layers();
+    std::vector<float> all_scales(W * L);
+    for (const BucketDev& bd : bdev_) {
+      const int64_t Lb = bd.last - bd.first;
+      EFSIGN_CUDA_CHECK(cudaMemcpy2D(all_scales.data() + bd.first, L * sizeof(float),
+                                     static_cast<const int32_t*>(bd.recv.data_ptr()) + bd.words,
+                                     bd.msg_words * sizeof(int32_t), Lb * sizeof(float), W, cudaMemcpyDeviceToHost));
+    }
+    if (nonfinite_verdict(all_scales)) {
+      const std::vector<float> own(all_scales.begin() + data_.rank() * L, all_scales.begin() + (data_.rank() + 1) * L);
+      for (int64_t l = 0; l < L; ++l) {
+        if (std::isfinite(own[l])) continue;
+        if (!state_.empty()) state_[l].zero_();
+        if (!momentum_.empty()) momentum_[l].zero_();
+      }
+      prev_scale_.zero_();
+      engine_.mark(3);
+      engine_.times(stats_);
+      return;
+    }
+    for (const BucketDev& bd : bdev_) {
+      const auto* layers = static_cast<const kernels::DeviceLayer*>(bd.layers.data_ptr());
+      const auto* chunks = static_cast<const kernels::Chunk*>(bd.chunks.data_ptr());
+      const int Lb = static_cast<int>(bd.last - bd.first), nc = static_cast<int>(bd.plan.chunks.size());
+      if (config_.exchange == ExchangeKind::kVote)
+        kernels::vote_apply_launch(layers, Lb, chunks, nc, u32(bd.recv), W, bd.msg_words, bd.words, nullptr);
+      else
+        kernels::decode_apply_launch(layers, Lb, chunks, nc, u32(bd.recv), W, bd.msg_words, bd.words, nullptr);
+    }
     engine_.mark(3);
     engine_.times(stats_);
   }
@@ -369,6 +548,17 @@ class CudaSignOptimizer final : public DistributedOptimizer {
   at::Tensor to_servers_idx_, pseudo_idx_, to_servers_, from_workers_, served_, gathered_, pseudo_;
   at::Tensor server_p_, server_e_, server_scales_, server_partials_;
   DevicePlan own_, commit_, apply_;
+  // --overlap
+  NcclCommunicator* nccl_ = nullptr;
+  std::vector<BucketDev> bdev_;
+  std::mutex mu_;
+  std::vector<int64_t> pending_;
+  std::vector<int> seen_;
+  std::vector<at::Tensor> keep_;
+  int next_ = 0;
+  std::string hook_error_;
+  int64_t bytes_mark_ = 0, wire_mark_ = 0, calls_mark_ = 0;
+  std::unique_ptr<GradReadyHooks> hooks_;
 };
 
 class CudaSgdmOptimizer final : public DistributedOptimizer {
@@ -433,9 +623,9 @@ std::unique_ptr<DistributedOptimizer> make_cuda(std::vector<at::Tensor> params, 
                                                 HostCommunicator& control, const OptimizerConfig& config) {
   if (data.memory() != MemoryKind::kDevice)
     throw UsageError("parameters on a GPU need a device communicator (--backend nccl)");
-  if (config.overlap)
-    throw UsageError("--overlap is implemented for the CPU (--backend mpi) path only; on GPUs the exchange runs "
-                     "after backward (the communicator's own stream already overlaps it with nothing else)");
+  if (config.overlap && config.exchange == ExchangeKind::kTwoPhase)
+    throw UsageError("--overlap with --exchange two-phase is implemented on the CPU path only (the CUDA two-phase "
+                     "exchange is one bucket)");
   if (config.kind == OptimizerKind::kSgdm)
     return std::make_unique<CudaSgdmOptimizer>(std::move(params), data, control, config);
   return std::make_unique<CudaSignOptimizer>(std::move(params), data, control, config);
