@@ -106,6 +106,49 @@ void copy_with_cached_stores(const float* src, float* dst, int64_t n) {
 #endif
 }
 
+// One row of the comm table and its JSON record (both backends).
+struct CommRow {
+  const char* method;
+  int64_t bytes, wire;
+  Timing t;
+  double size, busfactor;
+  int64_t wrong;
+};
+
+void print_comm_rows(const std::vector<CommRow>& rows, int64_t d, int W, const std::string& backend,
+                     double fp32_median_ms, std::ofstream& json) {
+  for (const CommRow& row : rows) {
+    const double algbw = row.size / (row.t.median * 1e-3) / 1e9;  // GB/s
+    const double speedup = fp32_median_ms / row.t.median;
+    fmt::print("{:>11} {:>14} {:>12} {:>12} {:>10.3f} {:>10.3f} {:>10.3f} {:>9.3f} {:>9.3f} {:>7.2f}x {:>7}\n", d,
+               row.method, row.bytes, row.wire, row.t.median, row.t.min, row.t.max, algbw, algbw * row.busfactor,
+               speedup, row.wrong);
+    if (json.is_open())
+      json << JsonLine()
+                  .add("method", row.method)
+                  .add("elements", d)
+                  .add("world", W)
+                  .add("backend", backend)
+                  .add("bytes_per_rank", row.bytes)
+                  .add("wire_bytes_per_rank", row.wire)
+                  .add("time_ms_median", row.t.median)
+                  .add("time_ms_min", row.t.min)
+                  .add("time_ms_max", row.t.max)
+                  .add("algbw", algbw)
+                  .add("busbw", algbw * row.busfactor)
+                  .add("speedup_vs_fp32", speedup)
+                  .add("wrong", row.wrong)
+                  .str()
+           << "\n";
+  }
+  std::fflush(stdout);
+}
+
+void print_comm_header() {
+  fmt::print("{:>11} {:>14} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8} {:>7}\n", "elements", "method",
+             "bytes/rank", "wire B/rank", "median ms", "min ms", "max ms", "algbw", "busbw", "speedup", "wrong");
+}
+
 // Rank r's gradient for the compressed check: a function of (r, i) alone.
 void fill_grad(std::vector<float>& g, int rank) {
   std::mt19937 rng(1234 + rank);
@@ -131,8 +174,7 @@ int run_comm_nccl(MpiCommunicator& comm, double begin, double end, double factor
                nccl.device(), iters, warmup);
     fmt::print("# allreduce: S = 4d, busbw = algbw * 2(W-1)/W;  allgather/compressed: S = W * message, "
                "busbw = algbw * (W-1)/W\n");
-    fmt::print("{:>11} {:>14} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8} {:>7}\n", "elements", "method",
-               "bytes/rank", "wire B/rank", "median ms", "min ms", "max ms", "algbw", "busbw", "speedup", "wrong");
+    print_comm_header();
   }
   for (double dd = begin; dd <= end * 1.0000001; dd *= factor) {
     const int64_t d = static_cast<int64_t>(std::llround(dd));
@@ -221,44 +263,13 @@ int run_comm_nccl(MpiCommunicator& comm, double begin, double end, double factor
     });
     if (root) {
       const double msg = static_cast<double>(table.message_bytes());
-      struct Row {
-        const char* method;
-        int64_t bytes, wire;
-        Timing t;
-        double size, busfactor;
-        int64_t wrong;
-      };
-      const Row rows[] = {
-          {"fp32-allreduce", 4 * d, ring_allreduce_wire_bytes(4 * d, W), t_ar, 4.0 * d, 2.0 * (W - 1) / W, wrong_ar},
-          {"compressed", table.message_bytes(), ring_allgather_wire_bytes(table.message_bytes(), W), t_c, W * msg,
-           (W - 1.0) / W, wrong_c},
-          {"allgather", table.message_bytes(), ring_allgather_wire_bytes(table.message_bytes(), W), t_ag, W * msg,
-           (W - 1.0) / W, 0}};
-      for (const Row& row : rows) {
-        const double algbw = row.size / (row.t.median * 1e-3) / 1e9;
-        const double speedup = t_ar.median / row.t.median;
-        fmt::print("{:>11} {:>14} {:>12} {:>12} {:>10.3f} {:>10.3f} {:>10.3f} {:>9.3f} {:>9.3f} {:>7.2f}x {:>7}\n", d,
-                   row.method, row.bytes, row.wire, row.t.median, row.t.min, row.t.max, algbw, algbw * row.busfactor,
-                   speedup, row.wrong);
-        if (json.is_open())
-          json << JsonLine()
-                      .add("method", row.method)
-                      .add("elements", d)
-                      .add("world", W)
-                      .add("backend", "nccl")
-                      .add("bytes_per_rank", row.bytes)
-                      .add("wire_bytes_per_rank", row.wire)
-                      .add("time_ms_median", row.t.median)
-                      .add("time_ms_min", row.t.min)
-                      .add("time_ms_max", row.t.max)
-                      .add("algbw", algbw)
-                      .add("busbw", algbw * row.busfactor)
-                      .add("speedup_vs_fp32", speedup)
-                      .add("wrong", row.wrong)
-                      .str()
-               << "\n";
-      }
-      std::fflush(stdout);
+      print_comm_rows(
+          {{"fp32-allreduce", 4 * d, ring_allreduce_wire_bytes(4 * d, W), t_ar, 4.0 * d, 2.0 * (W - 1) / W, wrong_ar},
+           {"compressed", table.message_bytes(), ring_allgather_wire_bytes(table.message_bytes(), W), t_c, W * msg,
+            (W - 1.0) / W, wrong_c},
+           {"allgather", table.message_bytes(), ring_allgather_wire_bytes(table.message_bytes(), W), t_ag, W * msg,
+            (W - 1.0) / W, 0}},
+          d, W, "nccl", t_ar.median, json);
     }
     if ((wrong_ar || wrong_c) && root)
       fmt::print(stderr, "efsign-bench: WRONG RESULTS at {} elements: allreduce {}, compressed {}\n", d, wrong_ar,
@@ -312,8 +323,7 @@ int run_comm(int argc, char** argv, MpiCommunicator& comm) {
                "busbw = algbw * (W-1)/W;  two-phase: S = message, busbw = algbw * 2(W-1)/W\n");
     fmt::print("# bytes/rank: handed to the communicator; wire B/rank: put on the network (ring model, "
                "bench/README.md)\n");
-    fmt::print("{:>11} {:>14} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8} {:>7}\n", "elements", "method",
-               "bytes/rank", "wire B/rank", "median ms", "min ms", "max ms", "algbw", "busbw", "speedup", "wrong");
+    print_comm_header();
   }
   for (double dd = begin; dd <= end * 1.0000001; dd *= factor) {
     const int64_t d = static_cast<int64_t>(std::llround(dd));
@@ -430,48 +440,17 @@ int run_comm(int argc, char** argv, MpiCommunicator& comm) {
     if (root) {
       const double msg = static_cast<double>(table.message_bytes());
       const double s_ar = 4.0 * d, s_ag = static_cast<double>(W) * msg;
-      struct Row {
-        const char* method;
-        int64_t bytes, wire;
-        Timing t;
-        double size, busfactor;
-        int64_t wrong;
-      };
-      const Row rows[] = {
-          {"fp32-allreduce", 4 * d, ring_allreduce_wire_bytes(4 * d, W), t_ar, s_ar, 2.0 * (W - 1) / W, wrong_ar},
-          {"compressed", methods[0].ex->handed_bytes_per_step(), methods[0].ex->wire_bytes_per_step(), t_m[0], s_ag,
-           (W - 1.0) / W, wrong[0]},
-          {"two-phase", methods[1].ex->handed_bytes_per_step(), methods[1].ex->wire_bytes_per_step(), t_m[1], msg,
-           2.0 * (W - 1) / W, wrong[1]},
-          {"vote", methods[2].ex->handed_bytes_per_step(), methods[2].ex->wire_bytes_per_step(), t_m[2], s_ag,
-           (W - 1.0) / W, wrong[2]},
-          {"allgather", table.message_bytes(), ring_allgather_wire_bytes(table.message_bytes(), W), t_ag, s_ag,
-           (W - 1.0) / W, 0}};
-      for (const Row& row : rows) {
-        const double algbw = row.size / (row.t.median * 1e-3) / 1e9;  // GB/s
-        const double speedup = t_ar.median / row.t.median;
-        fmt::print("{:>11} {:>14} {:>12} {:>12} {:>10.3f} {:>10.3f} {:>10.3f} {:>9.3f} {:>9.3f} {:>7.2f}x {:>7}\n", d,
-                   row.method, row.bytes, row.wire, row.t.median, row.t.min, row.t.max, algbw, algbw * row.busfactor,
-                   speedup, row.wrong);
-        if (json.is_open())
-          json << JsonLine()
-                      .add("method", row.method)
-                      .add("elements", d)
-                      .add("world", W)
-                      .add("backend", comm.backend())
-                      .add("bytes_per_rank", row.bytes)
-                      .add("wire_bytes_per_rank", row.wire)
-                      .add("time_ms_median", row.t.median)
-                      .add("time_ms_min", row.t.min)
-                      .add("time_ms_max", row.t.max)
-                      .add("algbw", algbw)
-                      .add("busbw", algbw * row.busfactor)
-                      .add("speedup_vs_fp32", speedup)
-                      .add("wrong", row.wrong)
-                      .str()
-               << "\n";
-      }
-      std::fflush(stdout);
+      print_comm_rows(
+          {{"fp32-allreduce", 4 * d, ring_allreduce_wire_bytes(4 * d, W), t_ar, s_ar, 2.0 * (W - 1) / W, wrong_ar},
+           {"compressed", methods[0].ex->handed_bytes_per_step(), methods[0].ex->wire_bytes_per_step(), t_m[0], s_ag,
+            (W - 1.0) / W, wrong[0]},
+           {"two-phase", methods[1].ex->handed_bytes_per_step(), methods[1].ex->wire_bytes_per_step(), t_m[1], msg,
+            2.0 * (W - 1) / W, wrong[1]},
+           {"vote", methods[2].ex->handed_bytes_per_step(), methods[2].ex->wire_bytes_per_step(), t_m[2], s_ag,
+            (W - 1.0) / W, wrong[2]},
+           {"allgather", table.message_bytes(), ring_allgather_wire_bytes(table.message_bytes(), W), t_ag, s_ag,
+            (W - 1.0) / W, 0}},
+          d, W, comm.backend(), t_ar.median, json);
     }
     if (wrong_ar || wrong[0] || wrong[1] || wrong[2]) {
       if (root)

@@ -18,17 +18,11 @@
 
 using namespace efsign;
 using efsign::test::bytes_of;
+using efsign::test::make_params;
 using efsign::test::same_on_all_ranks;
 using efsign::test::world;
 
 namespace {
-
-std::vector<at::Tensor> make_params(const std::vector<int64_t>& sizes, uint64_t seed) {
-  torch::manual_seed(seed);
-  std::vector<at::Tensor> ps;
-  for (int64_t n : sizes) ps.push_back(torch::randn({n}).requires_grad_(true));
-  return ps;
-}
 
 OptimizerConfig config(OptimizerKind kind, ExchangeKind ex, double lr = 0.05) {
   OptimizerConfig c;

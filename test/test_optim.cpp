@@ -15,16 +15,10 @@
 
 using namespace efsign;
 using efsign::test::bytes_of;
+using efsign::test::make_params;
 using efsign::test::same_on_all_ranks;
 
 namespace {
-
-std::vector<at::Tensor> make_params(const std::vector<int64_t>& sizes, uint64_t seed) {
-  torch::manual_seed(seed);
-  std::vector<at::Tensor> ps;
-  for (int64_t n : sizes) ps.push_back(torch::randn({n}).requires_grad_(true));
-  return ps;
-}
 
 OptimizerConfig config(OptimizerKind kind, double lr, double momentum = 0.9, double wd = 0.0) {
   OptimizerConfig c;

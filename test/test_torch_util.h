@@ -2,6 +2,8 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <cstring>
 #include <vector>
@@ -9,6 +11,14 @@
 #include "test_util.h"
 
 namespace efsign::test {
+
+// Leaf parameters of the given sizes, standard normal from `seed`, requiring grad.
+inline std::vector<at::Tensor> make_params(const std::vector<int64_t>& sizes, uint64_t seed) {
+  torch::manual_seed(seed);
+  std::vector<at::Tensor> ps;
+  for (int64_t n : sizes) ps.push_back(torch::randn({n}).requires_grad_(true));
+  return ps;
+}
 
 // The raw bytes of tensors, concatenated.
 inline std::vector<uint8_t> bytes_of(const std::vector<at::Tensor>& ts) {

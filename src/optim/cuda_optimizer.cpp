@@ -170,12 +170,7 @@ class CudaSignOptimizer final : public DistributedOptimizer {
     grads_.clear();
     for (int64_t l = 0; l < table_.num_layers(); ++l) grads_.push_back(grad_of(l));
     engine_.upload(table_, params_, grads_, momentum_, state_);
-    kernels::CompressConfig cc;
-    cc.lr = static_cast<float>(config_.lr);
-    cc.weight_decay = static_cast<float>(config_.weight_decay);
-    cc.momentum = static_cast<float>(config_.momentum);
-    cc.fixed_scale = config_.kind == OptimizerKind::kSignum;
-    cc.fixed_scale_value = cc.lr;
+    const kernels::CompressConfig cc = compress_config();
     engine_.mark(0);
     kernels::compress_launch(engine_.layers(), static_cast<int>(table_.num_layers()), engine_.chunks(),
                              engine_.num_chunks(), engine_.first_chunk(), table_.total_words(), cc,
@@ -223,6 +218,16 @@ class CudaSignOptimizer final : public DistributedOptimizer {
                                    table_.total_words(), nullptr);
     engine_.mark(3);
     engine_.times(stats_);
+  }
+
+  kernels::CompressConfig compress_config() const {
+    kernels::CompressConfig cc;
+    cc.lr = static_cast<float>(config_.lr);
+    cc.weight_decay = static_cast<float>(config_.weight_decay);
+    cc.momentum = static_cast<float>(config_.momentum);
+    cc.fixed_scale = config_.kind == OptimizerKind::kSignum;
+    cc.fixed_scale_value = cc.lr;
+    return cc;
   }
 
   // --overlap on the device. Buckets as on the CPU (make_buckets); each has its own
@@ -315,12 +320,7 @@ class CudaSignOptimizer final : public DistributedOptimizer {
     EFSIGN_CUDA_CHECK(cudaStreamWaitEvent(cs, bd.ready, 0));
     EFSIGN_CUDA_CHECK(cudaMemcpyAsync(bd.layers.data_ptr(), bd.host.data(), bd.host.size() * sizeof(kernels::DeviceLayer),
                                       cudaMemcpyHostToDevice, cs));
-    kernels::CompressConfig cc;
-    cc.lr = static_cast<float>(config_.lr);
-    cc.weight_decay = static_cast<float>(config_.weight_decay);
-    cc.momentum = static_cast<float>(config_.momentum);
-    cc.fixed_scale = config_.kind == OptimizerKind::kSignum;
-    cc.fixed_scale_value = cc.lr;
+    const kernels::CompressConfig cc = compress_config();
     kernels::compress_launch(static_cast<const kernels::DeviceLayer*>(bd.layers.data_ptr()),
                              static_cast<int>(bd.last - bd.first), static_cast<const kernels::Chunk*>(bd.chunks.data_ptr()),
                              static_cast<int>(bd.plan.chunks.size()), static_cast<const int32_t*>(bd.first_chunk.data_ptr()),
