@@ -196,13 +196,7 @@ class CudaSignOptimizer final : public DistributedOptimizer {
                                      table_.message_words() * sizeof(int32_t), L * sizeof(float), data_.size(),
                                      cudaMemcpyDeviceToHost));
       if (nonfinite_verdict(all_scales)) {
-        const std::vector<float> own(all_scales.begin() + data_.rank() * L, all_scales.begin() + (data_.rank() + 1) * L);
-        for (int64_t l = 0; l < L; ++l) {
-          if (std::isfinite(own[l])) continue;
-          if (!state_.empty()) state_[l].zero_();
-          if (!momentum_.empty()) momentum_[l].zero_();
-        }
-        prev_scale_.zero_();  // healthy layers keep all of p as their error
+        skip_step(std::vector<float>(all_scales.begin() + data_.rank() * L, all_scales.begin() + (data_.rank() + 1) * L));
         engine_.mark(3);
         engine_.times(stats_);
         return;
@@ -218,6 +212,18 @@ class CudaSignOptimizer final : public DistributedOptimizer {
                                    table_.total_words(), nullptr);
     engine_.mark(3);
     engine_.times(stats_);
+  }
+
+  // Note [non-finite]: nothing is applied; healthy layers keep all of p as their
+  // error (scale 0), layers poisoned on this rank (own scale not finite) lose their
+  // error and momentum.
+  void skip_step(const std::vector<float>& own) {
+    for (std::size_t l = 0; l < own.size(); ++l) {
+      if (std::isfinite(own[l])) continue;
+      if (!state_.empty()) state_[l].zero_();
+      if (!momentum_.empty()) momentum_[l].zero_();
+    }
+    prev_scale_.zero_();
   }
 
   kernels::CompressConfig compress_config() const {
@@ -365,13 +371,7 @@ class CudaSignOptimizer final : public DistributedOptimizer {
                                      bd.msg_words * sizeof(int32_t), Lb * sizeof(float), W, cudaMemcpyDeviceToHost));
     }
     if (nonfinite_verdict(all_scales)) {
-      const std::vector<float> own(all_scales.begin() + data_.rank() * L, all_scales.begin() + (data_.rank() + 1) * L);
-      for (int64_t l = 0; l < L; ++l) {
-        if (std::isfinite(own[l])) continue;
-        if (!state_.empty()) state_[l].zero_();
-        if (!momentum_.empty()) momentum_[l].zero_();
-      }
-      prev_scale_.zero_();
+      skip_step(std::vector<float>(all_scales.begin() + data_.rank() * L, all_scales.begin() + (data_.rank() + 1) * L));
       engine_.mark(3);
       engine_.times(stats_);
       return;
@@ -497,12 +497,7 @@ class CudaSignOptimizer final : public DistributedOptimizer {
       std::vector<float> own(L);
       EFSIGN_CUDA_CHECK(cudaMemcpy(own.data(), static_cast<const int32_t*>(send_.data_ptr()) + T, L * sizeof(float),
                                    cudaMemcpyDeviceToHost));
-      for (int64_t l = 0; l < L; ++l) {
-        if (std::isfinite(own[l])) continue;
-        if (!state_.empty()) state_[l].zero_();
-        if (!momentum_.empty()) momentum_[l].zero_();
-      }
-      prev_scale_.zero_();  // healthy layers keep all of p; the server error is not committed
+      skip_step(own);  // the server error is not committed either
       engine_.mark(3);
       engine_.times(stats_);
       return;
