@@ -64,7 +64,10 @@ struct StepStats {
   int64_t calls = 0;       // collectives issued
   // compress_ms includes the two-phase server's decode + re-compress. With --overlap,
   // compress_ms and comm_ms ran on the communication thread (mostly during backward)
-  // and wait_ms is what step() itself waited for the buckets still in flight.
+  // and wait_ms is what step() itself waited for the buckets still in flight. On the
+  // CUDA path with --overlap, compress runs on the NCCL stream and is not timed
+  // apart: compress_ms is 0 and comm_ms is the GPU-side wait; on the CUDA two-phase
+  // path the server's work is inside comm_ms.
   double compress_ms = 0, comm_ms = 0, update_ms = 0, wait_ms = 0;
   int64_t buckets = 1;                      // exchanges (buckets) this step
   int64_t buckets_started_in_backward = 0;  // --overlap: started before step() was called

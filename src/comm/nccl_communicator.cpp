@@ -50,9 +50,7 @@ struct NcclCommunicator::Impl {
   void run(const char* what, Fn&& issue) {
     EFSIGN_CUDA_CHECK(cudaEventRecord(ready->e, compute));
     EFSIGN_CUDA_CHECK(cudaStreamWaitEvent(stream->s, ready->e, 0));
-    EFSIGN_NCCL_CHECK(ncclGroupStart());
-    issue();
-    EFSIGN_NCCL_CHECK(ncclGroupEnd());
+    grouped(issue);
     EFSIGN_CUDA_CHECK(cudaEventRecord(done->e, stream->s));
     EFSIGN_CUDA_CHECK(cudaStreamWaitEvent(compute, done->e, 0));
     wait(what);
@@ -62,8 +60,20 @@ struct NcclCommunicator::Impl {
   // orders it; nothing waits.
   template <typename Fn>
   void enqueue(Fn&& issue) {
+    grouped(issue);
+  }
+
+  // ncclGroupStart/End around `issue`; the group is closed even when issue throws, so
+  // the thread is never left inside an open group.
+  template <typename Fn>
+  void grouped(Fn&& issue) {
     EFSIGN_NCCL_CHECK(ncclGroupStart());
-    issue();
+    try {
+      issue();
+    } catch (...) {
+      ncclGroupEnd();
+      throw;
+    }
     EFSIGN_NCCL_CHECK(ncclGroupEnd());
   }
 

@@ -130,7 +130,10 @@ class CudaSignOptimizer final : public DistributedOptimizer {
     const auto dev = params_[0].device();
     const auto i32 = at::TensorOptions().dtype(at::kInt).device(dev);
     send_ = at::zeros({table_.message_words()}, i32);
-    recv_ = at::zeros({table_.message_words() * data_.size()}, i32);
+    // W messages: only the one-message allgather/vote exchange needs them (two-phase
+    // exists for large W, where this would be W times the model's signs).
+    if (config_.exchange != ExchangeKind::kTwoPhase && !config_.overlap)
+      recv_ = at::zeros({table_.message_words() * data_.size()}, i32);
     prev_scale_ = at::zeros({table_.num_layers()}, at::TensorOptions().dtype(at::kFloat).device(dev));
     partials_ = at::zeros({std::max(1, engine_.num_chunks())}, at::TensorOptions().dtype(at::kDouble).device(dev));
     for (auto& p : params_) {
@@ -142,9 +145,14 @@ class CudaSignOptimizer final : public DistributedOptimizer {
   }
 
   ~CudaSignOptimizer() override {
-    hooks_.reset();
-    for (auto& bd : bdev_)
+    hooks_.reset();  // no more launches from backward
+    // Buckets launched by a backward whose step() never came are still queued on the
+    // NCCL stream: let them finish before their buffers are freed.
+    if (nccl_) cudaStreamSynchronize(static_cast<cudaStream_t>(nccl_->comm_stream()));
+    for (auto& bd : bdev_) {
       if (bd.ready) cudaEventDestroy(bd.ready);
+      if (bd.host) cudaFreeHost(bd.host);
+    }
   }
 
   std::string exchange_name() const override {
@@ -246,7 +254,10 @@ class CudaSignOptimizer final : public DistributedOptimizer {
   struct BucketDev {
     int64_t first = 0, last = 0, word_begin = 0, words = 0, msg_words = 0;
     kernels::ChunkPlan plan;
-    std::vector<kernels::DeviceLayer> host;
+    // Pinned, so the per-step pointer upload from the hook never waits for the stream
+    // (a pageable copy may; a dead peer would then hang backward past the watchdog).
+    kernels::DeviceLayer* host = nullptr;
+    int64_t num_layers = 0;
     at::Tensor layers, chunks, first_chunk, send, recv, partials;
     cudaEvent_t ready = nullptr;
   };
@@ -265,6 +276,9 @@ class CudaSignOptimizer final : public DistributedOptimizer {
       bd.msg_words = bd.words + (k.last - k.first);
       std::vector<int64_t> sizes(table_.sizes().begin() + k.first, table_.sizes().begin() + k.last);
       bd.plan = kernels::ChunkPlan::build(sizes);
+      bd.num_layers = k.last - k.first;
+      EFSIGN_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&bd.host),
+                                      bd.num_layers * sizeof(kernels::DeviceLayer), cudaHostAllocDefault));
       for (int64_t l = k.first; l < k.last; ++l) {
         kernels::DeviceLayer d;
         d.param = params_[l].data_ptr<float>();
@@ -272,9 +286,9 @@ class CudaSignOptimizer final : public DistributedOptimizer {
         d.state = state_.empty() ? nullptr : state_[l].data_ptr<float>();
         d.n = table_.size(l);
         d.word_offset = table_.word_offset(l) - bd.word_begin;
-        bd.host.push_back(d);
+        bd.host[l - k.first] = d;
       }
-      bd.layers = DevicePlan::upload(bd.host.data(), bd.host.size() * sizeof(kernels::DeviceLayer), dev);
+      bd.layers = DevicePlan::upload(bd.host, bd.num_layers * sizeof(kernels::DeviceLayer), dev);
       bd.chunks = DevicePlan::upload(bd.plan.chunks.data(), bd.plan.chunks.size() * sizeof(kernels::Chunk), dev);
       bd.first_chunk =
           DevicePlan::upload(bd.plan.layer_first_chunk.data(), bd.plan.layer_first_chunk.size() * sizeof(int32_t), dev);
@@ -312,7 +326,10 @@ class CudaSignOptimizer final : public DistributedOptimizer {
     int b = 0;
     while (!(bdev_[b].first <= l && l < bdev_[b].last)) ++b;
     if (--pending_[b] > 0) return;
-    while (next_ < static_cast<int>(bdev_.size()) && pending_[next_] == 0) launch_bucket(next_++);
+    while (next_ < static_cast<int>(bdev_.size()) && pending_[next_] == 0) {
+      launch_bucket(next_);
+      ++next_;
+    }
   }
 
   void launch_bucket(int b) {  // mu_ held
@@ -324,7 +341,7 @@ class CudaSignOptimizer final : public DistributedOptimizer {
     auto cs = static_cast<cudaStream_t>(nccl_->comm_stream());
     EFSIGN_CUDA_CHECK(cudaEventRecord(bd.ready, nullptr));  // the gradients' kernels, on the compute stream
     EFSIGN_CUDA_CHECK(cudaStreamWaitEvent(cs, bd.ready, 0));
-    EFSIGN_CUDA_CHECK(cudaMemcpyAsync(bd.layers.data_ptr(), bd.host.data(), bd.host.size() * sizeof(kernels::DeviceLayer),
+    EFSIGN_CUDA_CHECK(cudaMemcpyAsync(bd.layers.data_ptr(), bd.host, bd.num_layers * sizeof(kernels::DeviceLayer),
                                       cudaMemcpyHostToDevice, cs));
     const kernels::CompressConfig cc = compress_config();
     kernels::compress_launch(static_cast<const kernels::DeviceLayer*>(bd.layers.data_ptr()),
@@ -339,15 +356,21 @@ class CudaSignOptimizer final : public DistributedOptimizer {
     engine_.mark(0);
     engine_.mark(1);
     std::string err;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      err = hook_error_;
-      stats_.buckets = static_cast<int64_t>(bdev_.size());
-      stats_.buckets_started_in_backward = next_;
-      while (next_ < static_cast<int>(bdev_.size())) launch_bucket(next_++);
-    }
     const auto t0 = std::chrono::steady_clock::now();
-    nccl_->synchronize("overlapped allgather");
+    try {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        err = hook_error_;
+        stats_.buckets = static_cast<int64_t>(bdev_.size());
+        stats_.buckets_started_in_backward = next_;
+        for (; next_ < static_cast<int>(bdev_.size()); ++next_) launch_bucket(next_);
+      }
+      nccl_->synchronize("overlapped allgather");
+    } catch (...) {  // leave the next step a clean slate (as the CPU path does)
+      reset_pending();
+      std::fill(keep_.begin(), keep_.end(), at::Tensor());
+      throw;
+    }
     stats_.wait_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     reset_pending();
     std::fill(keep_.begin(), keep_.end(), at::Tensor());
