@@ -92,14 +92,22 @@ EFSIGN_AVX2 void pack_avx2(const float* p, int64_t n, uint32_t* words) {
     if (p[i] >= 0.0f) words[i >> 5] |= (1u << (i & 31));
 }
 
+// row[b][j] = bit j of b ? 0 : the float sign bit (8 KiB, stays in L1).
+struct FlipTable {
+  alignas(32) uint32_t row[256][8];
+  FlipTable() {
+    for (int b = 0; b < 256; ++b)
+      for (int j = 0; j < 8; ++j) row[b][j] = ((b >> j) & 1) ? 0u : 0x80000000u;
+  }
+};
+const FlipTable kFlip;
+
 EFSIGN_AVX2 void decode_avx2(const uint32_t* messages, int world, int64_t message_words, int64_t word_offset,
                              int64_t scale_index, int64_t n, float* inout, bool apply) {
   std::vector<float> pos(world);
   for (int w = 0; w < world; ++w) pos[w] = bits_to_float(messages[w * message_words + scale_index]);
-  // +-s_w without a compare or blend: s_w with its sign bit XORed by NOT(bit). Lane j
-  // moves bit j of the byte to bit 31 (variable left shift by 31 - j).
-  const __m256i to_sign_bit = _mm256_set_epi32(24, 25, 26, 27, 28, 29, 30, 31);
-  const __m256i sign_mask = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+  // +-s_w without a compare or blend: s_w with its sign bit XORed by a mask looked up
+  // per byte of the word (bit 0 -> flip, i.e. -s_w).
   // Dividing by a power of two equals multiplying by its inverse exactly (both are
   // the correctly rounded value of the same real number), and a multiply is cheaper.
   const bool pow2 = (world & (world - 1)) == 0;
@@ -110,11 +118,10 @@ EFSIGN_AVX2 void decode_avx2(const uint32_t* messages, int world, int64_t messag
     const int64_t word = word_offset + (i >> 5);
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int w = 0; w < world; ++w) {  // rank order 0..W-1, as the portable path
-      const uint32_t nbits = ~messages[w * message_words + word];
+      const uint32_t bits = messages[w * message_words + word];
       const __m256i s = _mm256_castps_si256(_mm256_set1_ps(pos[w]));
       for (int k = 0; k < 4; ++k) {
-        const __m256i b = _mm256_set1_epi32(static_cast<int>((nbits >> (8 * k)) & 0xffu));
-        const __m256i flip = _mm256_and_si256(_mm256_sllv_epi32(b, to_sign_bit), sign_mask);
+        const __m256i flip = _mm256_load_si256(reinterpret_cast<const __m256i*>(kFlip.row[(bits >> (8 * k)) & 0xffu]));
         acc[k] = _mm256_add_ps(acc[k], _mm256_castsi256_ps(_mm256_xor_si256(s, flip)));
       }
     }
