@@ -64,7 +64,7 @@ def main():
         rows = load(path)
         if kind == "comm":
             fig, ax = plt.subplots(figsize=(6.4, 4.8))
-            for method in ("fp32-allreduce", "compressed", "allgather"):
+            for method in ("fp32-allreduce", "compressed", "two-phase", "vote", "allgather"):
                 pts = sorted((r["elements"], r["time_ms_median"]) for r in rows if r.get("method") == method)
                 if pts:
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
