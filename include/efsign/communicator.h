@@ -98,6 +98,13 @@ class SelfCommunicator final : public HostCommunicator {
   void barrier() override {}
 };
 
+// Collectives called from a thread that turned this on wait without spinning a core:
+// the MPI backend issues the non-blocking form and polls it with short, growing
+// sleeps (20 µs up to 0.5 ms). For the --overlap communication thread, which would
+// otherwise busy-poll the network while backward needs the same cores. Per thread.
+void set_polite_waits(bool on);
+bool polite_waits();
+
 // Every rank passes its own 64-bit value; throws CommError on every rank (with the
 // same message) unless all values are equal. `what` names the value in the message.
 void agree_or_throw(HostCommunicator& comm, uint64_t value, const std::string& what);

@@ -60,6 +60,12 @@ void Communicator::check_and_count_allgatherv(Span<const std::byte> send, Span<c
   count(static_cast<int64_t>(send.size()), ring_allgather_wire_bytes(static_cast<int64_t>(send.size()), size()));
 }
 
+namespace {
+thread_local bool t_polite_waits = false;
+}
+void set_polite_waits(bool on) { t_polite_waits = on; }
+bool polite_waits() { return t_polite_waits; }
+
 void agree_or_throw(HostCommunicator& comm, uint64_t value, const std::string& what) {
   std::vector<uint64_t> all(comm.size());
   comm.allgather(as_bytes(Span<const uint64_t>(&value, 1)), as_writable_bytes(Span<uint64_t>(all)));

@@ -2,7 +2,10 @@
 
 #include <mpi.h>
 
+#include <algorithm>
+#include <chrono>
 #include <climits>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -12,6 +15,23 @@
 namespace efsign {
 
 namespace {
+// Completes `req`: MPI_Wait, or with polite_waits() MPI_Test and growing sleeps (each
+// MPI_Test also drives Open MPI's progress engine).
+void complete(MPI_Request& req) {
+  if (!polite_waits()) {
+    EFSIGN_MPI_CHECK(MPI_Wait(&req, MPI_STATUS_IGNORE));
+    return;
+  }
+  auto nap = std::chrono::microseconds(20);
+  for (;;) {
+    int done = 0;
+    EFSIGN_MPI_CHECK(MPI_Test(&req, &done, MPI_STATUS_IGNORE));
+    if (done) return;
+    std::this_thread::sleep_for(nap);
+    nap = std::min(nap * 2, std::chrono::microseconds(500));
+  }
+}
+
 int checked_count(std::size_t n, const char* what) {
   if (n > static_cast<std::size_t>(INT_MAX))
     throw Error(fmt::format("{}: {} elements exceed MPI's int count limit", what, n));
@@ -66,7 +86,13 @@ void MpiCommunicator::allgather(Span<const std::byte> send, Span<std::byte> recv
   if (recv.size() != send.size() * static_cast<std::size_t>(size_))
     throw Error(fmt::format("allgather: recv holds {} bytes, need {} x {}", recv.size(), size_, send.size()));
   const int n = checked_count(send.size(), "allgather");
-  EFSIGN_MPI_CHECK(MPI_Allgather(send.data(), n, MPI_BYTE, recv.data(), n, MPI_BYTE, impl_->comm));
+  if (polite_waits()) {
+    MPI_Request req;
+    EFSIGN_MPI_CHECK(MPI_Iallgather(send.data(), n, MPI_BYTE, recv.data(), n, MPI_BYTE, impl_->comm, &req));
+    complete(req);
+  } else {
+    EFSIGN_MPI_CHECK(MPI_Allgather(send.data(), n, MPI_BYTE, recv.data(), n, MPI_BYTE, impl_->comm));
+  }
   count(static_cast<int64_t>(send.size()), ring_allgather_wire_bytes(static_cast<int64_t>(send.size()), size_));
 }
 
@@ -91,16 +117,20 @@ void MpiCommunicator::alltoallv(Span<const std::byte> send, Span<const int64_t> 
   const int mine = scount[rank_];
   const std::vector<int> rcount(size_, mine);
   for (int w = 0; w < size_; ++w) rdispl.push_back(checked_count(static_cast<std::size_t>(w) * mine, "alltoallv"));
-  EFSIGN_MPI_CHECK(MPI_Alltoallv(send.data(), scount.data(), sdispl.data(), MPI_BYTE, recv.data(), rcount.data(),
-                                 rdispl.data(), MPI_BYTE, impl_->comm));
+  MPI_Request req;
+  EFSIGN_MPI_CHECK(MPI_Ialltoallv(send.data(), scount.data(), sdispl.data(), MPI_BYTE, recv.data(), rcount.data(),
+                                  rdispl.data(), MPI_BYTE, impl_->comm, &req));
+  complete(req);
 }
 
 void MpiCommunicator::allgatherv(Span<const std::byte> send, Span<const int64_t> counts, Span<std::byte> recv) {
   check_and_count_allgatherv(send, counts, recv);
   std::vector<int> displ;
   const std::vector<int> rcount = int_counts(counts, "allgatherv", &displ);
-  EFSIGN_MPI_CHECK(MPI_Allgatherv(send.data(), rcount[rank_], MPI_BYTE, recv.data(), rcount.data(), displ.data(),
-                                  MPI_BYTE, impl_->comm));
+  MPI_Request req;
+  EFSIGN_MPI_CHECK(MPI_Iallgatherv(send.data(), rcount[rank_], MPI_BYTE, recv.data(), rcount.data(), displ.data(),
+                                   MPI_BYTE, impl_->comm, &req));
+  complete(req);
 }
 
 void MpiCommunicator::allreduce_sum(Span<float> data) {

@@ -6,6 +6,8 @@
 
 #include <chrono>
 
+#include "efsign/communicator.h"
+
 namespace efsign::detail {
 
 CommThread::CommThread() : thread_([this] { loop(); }) {}
@@ -47,6 +49,7 @@ double CommThread::take_busy_ms() {
 }
 
 void CommThread::loop() {
+  set_polite_waits(true);  // leave the cores to backward while the network works
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     cv_.wait(lock, [this] { return stop_ || (!queue_.empty() && !error_); });
