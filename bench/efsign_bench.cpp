@@ -156,6 +156,28 @@ void fill_grad(std::vector<float>& g, int rank) {
   for (auto& v : g) v = nd(rng);
 }
 
+// Every rank's first message for one layer of d elements (EF state zero, lr 0.01),
+// rebuilt from its seed with the portable codec: the reference of the comm checks.
+std::vector<uint32_t> first_messages(const LayerTable& table, int W, std::vector<float>* scales) {
+  const int64_t d = table.size(0);
+  std::vector<uint32_t> msgs(W * table.message_words());
+  std::vector<float> g(d), st(d);
+  scales->assign(W, 0.0f);
+  for (int w = 0; w < W; ++w) {
+    fill_grad(g, w);
+    std::fill(st.begin(), st.end(), 0.0f);
+    codec::LayerBuffers b;
+    b.grad = Span<const float>(g);
+    b.state = Span<float>(st);
+    b.words = Span<uint32_t>(msgs.data() + w * table.message_words(), table.words(0));
+    codec::CompressParams cp;
+    cp.lr = 0.01f;
+    (*scales)[w] = codec::compress_layer(b, cp, codec::Isa::kPortable);
+    std::memcpy(&msgs[w * table.message_words() + table.scale_offset_words()], &(*scales)[w], 4);
+  }
+  return msgs;
+}
+
 #if defined(EFSIGN_HAVE_CUDA)
 // The NCCL sweep: device buffers, one GPU per rank (the local rank). Rows: fp32
 // allreduce; "compressed" = compress kernel + allgather + decode-apply kernel, end to
@@ -230,20 +252,8 @@ int run_comm_nccl(MpiCommunicator& comm, double begin, double end, double factor
     decode();
     EFSIGN_CUDA_CHECK(cudaDeviceSynchronize());
     {
-      std::vector<uint32_t> msgs(W * table.message_words());
-      std::vector<float> gw(d), st(d), want(d, 0.0f);
-      for (int w = 0; w < W; ++w) {
-        fill_grad(gw, w);
-        std::fill(st.begin(), st.end(), 0.0f);
-        codec::LayerBuffers b;
-        b.grad = Span<const float>(gw);
-        b.state = Span<float>(st);
-        b.words = Span<uint32_t>(msgs.data() + w * table.message_words(), table.words(0));
-        codec::CompressParams cp;
-        cp.lr = 0.01f;
-        const float sc = codec::compress_layer(b, cp, codec::Isa::kPortable);
-        std::memcpy(&msgs[w * table.message_words() + table.scale_offset_words()], &sc, 4);
-      }
+      std::vector<float> scales, want(d, 0.0f);
+      const std::vector<uint32_t> msgs = first_messages(table, W, &scales);
       const std::vector<uint32_t> mine = send.download();
       for (int64_t i = 0; i < table.words(0); ++i)
         wrong_c += mine[i] != msgs[comm.rank() * table.message_words() + i];
@@ -373,23 +383,8 @@ int run_comm(int argc, char** argv, MpiCommunicator& comm) {
     for (int64_t i = 0; i < d; ++i)
       wrong_ar += flat[i] != static_cast<float>(W * (i % 7) + W * (W - 1) / 2);
     // Every rank's first message, rebuilt from its seed with the portable path.
-    std::vector<uint32_t> msgs(W * table.message_words());
-    std::vector<float> scales(W);
-    {
-      std::vector<float> g(d), st(d);
-      for (int w = 0; w < W; ++w) {
-        fill_grad(g, w);
-        std::fill(st.begin(), st.end(), 0.0f);
-        codec::LayerBuffers b;
-        b.grad = Span<const float>(g);
-        b.state = Span<float>(st);
-        b.words = Span<uint32_t>(msgs.data() + w * table.message_words(), table.words(0));
-        codec::CompressParams cp;
-        cp.lr = 0.01f;
-        scales[w] = codec::compress_layer(b, cp, codec::Isa::kPortable);
-        std::memcpy(&msgs[w * table.message_words() + table.scale_offset_words()], &scales[w], 4);
-      }
-    }
+    std::vector<float> scales;
+    const std::vector<uint32_t> msgs = first_messages(table, W, &scales);
     auto bit = [&](int w, int64_t i) { return (msgs[w * table.message_words() + i / 32] >> (i % 32)) & 1u; };
     int64_t wrong[3] = {0, 0, 0};
     for (int k = 0; k < 3; ++k) {

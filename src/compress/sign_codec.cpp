@@ -221,17 +221,24 @@ float message_scale(Span<const uint32_t> messages, const LayerTable& table, int 
   return detail::bits_to_float(messages[rank * table.message_words() + table.scale_offset_words() + layer]);
 }
 
-void decode_blocks(Span<const uint32_t> blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,
-                   Span<float> inout, bool apply, Isa isa) {
-  check_isa(isa);
-  if (world < 1) throw Error("decode: world size must be >= 1");
-  const int64_t n = static_cast<int64_t>(inout.size());
+// Every word and scale that decode_blocks/vote_apply will read lies inside `blocks`.
+static void check_blocks(const char* who, Span<const uint32_t> blocks, int world, int64_t stride,
+                         int64_t word_offset, int64_t scale_index, int64_t n) {
+  if (world < 1) throw Error(fmt::format("{}: world size must be >= 1", who));
   if (n == 0) return;
   const int64_t last = std::max(word_offset + words_for(n) - 1, scale_index);
   if (word_offset < 0 || scale_index < 0 || stride < 0 ||
       (world - 1) * stride + last >= static_cast<int64_t>(blocks.size()))
-    throw Error(fmt::format("decode: {} blocks of stride {} (words from {}, scale at {}) overrun {} words", world,
+    throw Error(fmt::format("{}: {} blocks of stride {} (words from {}, scale at {}) overrun {} words", who, world,
                             stride, word_offset, scale_index, blocks.size()));
+}
+
+void decode_blocks(Span<const uint32_t> blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,
+                   Span<float> inout, bool apply, Isa isa) {
+  check_isa(isa);
+  const int64_t n = static_cast<int64_t>(inout.size());
+  check_blocks("decode", blocks, world, stride, word_offset, scale_index, n);
+  if (n == 0) return;
 #if defined(__x86_64__) || defined(_M_X64)
   if (isa == Isa::kAvx2) {
     detail::decode_avx2(blocks.data(), world, stride, word_offset, scale_index, n, inout.data(), apply);
@@ -246,13 +253,9 @@ void decode_blocks(Span<const uint32_t> blocks, int world, int64_t stride, int64
 
 void vote_apply(Span<const uint32_t> blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,
                 Span<float> param) {
-  if (world < 1) throw Error("vote: world size must be >= 1");
   const int64_t n = static_cast<int64_t>(param.size());
+  check_blocks("vote", blocks, world, stride, word_offset, scale_index, n);
   if (n == 0) return;
-  const int64_t last = std::max(word_offset + words_for(n) - 1, scale_index);
-  if (word_offset < 0 || scale_index < 0 || stride < 0 ||
-      (world - 1) * stride + last >= static_cast<int64_t>(blocks.size()))
-    throw Error("vote: the blocks overrun the buffer");
   float sum = 0.0f;  // rank order, then one IEEE division (Note [bit-exact arithmetic])
   for (int w = 0; w < world; ++w) sum += detail::bits_to_float(blocks[w * stride + scale_index]);
   const float mean = sum / static_cast<float>(world);

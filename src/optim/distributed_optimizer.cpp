@@ -83,19 +83,12 @@ void DistributedOptimizer::zero_all(std::vector<at::Tensor>& tensors) {
 }
 
 bool DistributedOptimizer::nonfinite_verdict(const std::vector<float>& scales) {
-  stats_.skipped = false;
-  stats_.skip_reason.clear();
   const int64_t L = table_.num_layers();
   for (int w = 0; w < data_.size(); ++w)
     for (int64_t l = 0; l < L; ++l)
-      if (!std::isfinite(scales[w * L + l])) {
-        stats_.skipped = true;
-        stats_.skip_reason = fmt::format("non-finite gradient (NaN or Inf) on rank {} in layer {}", w, l);
-        if (config_.on_nonfinite == NonFinitePolicy::kAbort)
-          throw AgreedError(stats_.skip_reason + " (--on-nonfinite abort)");
-        return true;
-      }
-  return false;
+      if (!std::isfinite(scales[w * L + l]))
+        return nonfinite_verdict(fmt::format("non-finite gradient (NaN or Inf) on rank {} in layer {}", w, l));
+  return nonfinite_verdict(std::string());
 }
 
 bool DistributedOptimizer::nonfinite_verdict(const std::string& reason) {

@@ -4,7 +4,6 @@
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
-#include <chrono>
 
 #include "efsign/communicator.h"
 
@@ -41,13 +40,6 @@ void CommThread::wait() {
   }
 }
 
-double CommThread::take_busy_ms() {
-  std::lock_guard<std::mutex> lock(mu_);
-  const double ms = busy_ms_;
-  busy_ms_ = 0;
-  return ms;
-}
-
 void CommThread::loop() {
   set_polite_waits(true);  // leave the cores to backward while the network works
   std::unique_lock<std::mutex> lock(mu_);
@@ -58,16 +50,13 @@ void CommThread::loop() {
     queue_.pop_front();
     ++running_;
     lock.unlock();
-    const auto t0 = std::chrono::steady_clock::now();
     std::exception_ptr failed;
     try {
       task();
     } catch (...) {
       failed = std::current_exception();
     }
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     lock.lock();
-    busy_ms_ += ms;
     --running_;
     if (failed && !error_) error_ = failed;
     cv_.notify_all();

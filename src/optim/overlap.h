@@ -27,8 +27,6 @@ class CommThread {
   CommThread& operator=(const CommThread&) = delete;
   void post(std::function<void()> task);
   void wait();
-  // Milliseconds the thread spent running tasks since the last call.
-  double take_busy_ms();
 
  private:
   void loop();
@@ -38,7 +36,6 @@ class CommThread {
   int running_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;
-  double busy_ms_ = 0;
   std::thread thread_;
 };
 

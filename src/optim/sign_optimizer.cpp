@@ -27,7 +27,6 @@ class SignOptimizer final : public DistributedOptimizer {
       throw Error("the CPU sign optimizer needs host parameters and a host communicator");
     const int64_t L = table_.num_layers();
     prev_scale_.assign(L, 0.0f);
-    own_scale_.assign(L, 0.0f);
     for (int64_t l = 0; l < L; ++l) {
       if (config_.kind == OptimizerKind::kEfSignSgd) state_.push_back(at::zeros_like(params_[l]));
       if (config_.kind == OptimizerKind::kSignum) momentum_.push_back(at::zeros_like(params_[l]));
@@ -81,7 +80,6 @@ class SignOptimizer final : public DistributedOptimizer {
         throw;
       }
       stats_.wait_ms = sw.lap_ms();
-      thread_->take_busy_ms();
       reset_pending();
       if (!err.empty()) throw Error(err);
       std::lock_guard<std::mutex> lock(mu_);
@@ -174,7 +172,6 @@ class SignOptimizer final : public DistributedOptimizer {
       buf.words = exchange_.words_of(l);
       const float s = codec::compress_layer(buf, cp, config_.isa);
       exchange_.set_scale(l, s);
-      own_scale_[l] = s;
       prev_scale_[l] = s;
     }
     const double c_ms = sw.lap_ms();
@@ -224,7 +221,7 @@ class SignOptimizer final : public DistributedOptimizer {
   // two-phase server error is not committed.
   void skip_step() {
     for (int64_t l = 0; l < table_.num_layers(); ++l) {
-      const bool poisoned = !std::isfinite(own_scale_[l]);
+      const bool poisoned = !std::isfinite(prev_scale_[l]);  // this step's own scale
       if (poisoned && !state_.empty()) state_[l].zero_();
       if (poisoned && !momentum_.empty()) momentum_[l].zero_();
       prev_scale_[l] = 0.0f;
@@ -233,7 +230,7 @@ class SignOptimizer final : public DistributedOptimizer {
 
   SignExchange exchange_;
   std::vector<at::Tensor> state_, momentum_;
-  std::vector<float> prev_scale_, own_scale_;
+  std::vector<float> prev_scale_;  // this rank's scale per layer, sent this step
   // --overlap
   std::mutex mu_;
   std::vector<int64_t> pending_;  // layers of each bucket whose gradient is not ready
