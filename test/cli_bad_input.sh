@@ -49,6 +49,8 @@ expect_error "unknown exchange" "unknown exchange 'ring'" -- "$train" --exchange
 expect_error "sgdm with an exchange" "sgdm always exchanges by fp32 allreduce" -- "$train" --optimizer sgdm --exchange two-phase
 expect_error "sgdm with overlap" "sgdm always exchanges by fp32 allreduce" -- "$train" --optimizer sgdm --overlap
 expect_error "zero bucket size" "--bucket-mb must be a positive number" -- "$train" --overlap --bucket-mb 0
+expect_error "unknown codec path" "--isa must be auto, avx512, avx2 or portable" -- "$train" --isa neon
+expect_error "unknown EFSIGN_ISA" "EFSIGN_ISA: unknown codec path 'sse9'" -- env EFSIGN_ISA=sse9 "$train" --dataset synthetic
 expect_error "stray argument" "unexpected argument" -- "$train" stray
 expect_error "missing data dir" "does not exist" -- "$train" --data-dir "$work/nope"
 expect_error "truncated IDX file" "truncated file" -- "$train" --data-dir "$work/trunc"

@@ -48,6 +48,21 @@ done
 check "sgdm sends 4 bytes a parameter" grep -q '"bytes_sent_per_step":940584,' "$work/sgdm.jsonl"
 check "ef-signsgd sends the wire format" grep -q '"bytes_sent_per_step":29420,' "$work/ef-signsgd.jsonl"
 
+# Every codec path trains to the same bits as the auto run above (which used the best).
+auto_sum=$(grep -o '"param_checksum":"[0-9a-f]*"' "$work/ef-signsgd.jsonl" | cut -d'"' -f4)
+for isa in portable avx2 avx512; do
+  rc=0
+  timeout 240 $mpirun -np 2 "$train" --dataset synthetic --model mlp --optimizer ef-signsgd --epochs 2 \
+    --steps-per-epoch 15 --batch-size 32 --isa "$isa" >"$work/isa-$isa.out" 2>"$work/isa-$isa.err" || rc=$?
+  if [[ $rc -eq 2 ]] && grep -q "not supported by this CPU" "$work/isa-$isa.err"; then
+    echo "SKIPPED --isa $isa: not on this CPU, not compared"
+    continue
+  fi
+  check "--isa $isa: exit 0 (got $rc)" test "$rc" -eq 0
+  check "--isa $isa: the auto run's checksum $auto_sum" grep -q "all 2 replicas identical (checksum $auto_sum)" \
+    "$work/isa-$isa.out"
+done
+
 # A replica that differs at the end fails the run loudly (exit 1, message on stderr).
 rc=0
 EFSIGN_TEST_DIVERGE_RANK=1 timeout 240 $mpirun -x EFSIGN_TEST_DIVERGE_RANK -np 2 "$train" --dataset synthetic \

@@ -18,7 +18,16 @@ namespace {
 
 std::vector<Isa> all_isas() {
   std::vector<Isa> v{Isa::kPortable};
-  if (codec::isa_available(Isa::kAvx2)) v.push_back(Isa::kAvx2);
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512})
+    if (codec::isa_available(isa)) v.push_back(isa);
+  return v;
+}
+
+// The SIMD paths this CPU has, each to be compared with the portable specification.
+std::vector<Isa> simd_isas() {
+  std::vector<Isa> v = all_isas();
+  v.erase(v.begin());
+  if (v.size() < 2) WARN("SKIPPED: this CPU lacks " << (v.empty() ? "AVX2 and AVX-512" : "AVX-512") << "; that path is not tested");
   return v;
 }
 
@@ -128,15 +137,12 @@ TEST_CASE("||C(v) - v||^2 = ||v||^2 - ||v||_1^2 / d", "[codec]") {
   }
 }
 
-TEST_CASE("AVX2 and portable paths give identical bytes and state", "[codec]") {
-  if (!codec::isa_available(Isa::kAvx2)) {
-    WARN("SKIPPED: this CPU has no AVX2; only the portable path is tested");
-    return;
-  }
-  for (int64_t n : {1, 7, 8, 31, 32, 33, 63, 100, 4097, 100003}) {
+TEST_CASE("SIMD and portable paths give identical bytes and state", "[codec]") {
+  for (Isa simd : simd_isas())
+  for (int64_t n : {1, 7, 8, 15, 16, 17, 31, 32, 33, 63, 100, 4097, 100003}) {
     for (int flags = 0; flags < 8; ++flags) {
       const bool wd = flags & 4, mom = flags & 2, ef = flags & 1;
-      INFO("n " << n << " wd " << wd << " momentum " << mom << " ef " << ef);
+      INFO(codec::isa_name(simd) << " n " << n << " wd " << wd << " momentum " << mom << " ef " << ef);
       const auto x = random_vector(n, 1);
       std::vector<float> mom_a(n, 0.0f), mom_b(n, 0.0f), st_a(n, 0.0f), st_b(n, 0.0f);
       float s_a = 0, s_b = 0;
@@ -159,7 +165,7 @@ TEST_CASE("AVX2 and portable paths give identical bytes and state", "[codec]") {
           s = codec::compress_layer(b, cp, isa);
         };
         run(Isa::kPortable, mom_a, st_a, s_a, wa);
-        run(Isa::kAvx2, mom_b, st_b, s_b, wb);
+        run(simd, mom_b, st_b, s_b, wb);
         REQUIRE(wa == wb);
         REQUIRE(std::memcmp(&s_a, &s_b, 4) == 0);
         REQUIRE(std::memcmp(st_a.data(), st_b.data(), 4 * n) == 0);
@@ -257,5 +263,42 @@ TEST_CASE("decode-average equals the mean of every rank's Delta", "[mpi][codec]"
       }
     }
     CHECK(mismatches == 0);
+  }
+}
+
+TEST_CASE("SIMD decode equals the portable decode bit for bit, cached and streamed outputs", "[codec]") {
+  // 2^20 + 37 floats is over the 4 MiB above which an aligned (32 bytes for AVX2, 64
+  // for AVX-512) write-only output is written with non-temporal stores; 4097 is under
+  // it; +37 leaves a partial word.
+  for (Isa simd : simd_isas())
+  for (int64_t n : {int64_t{4097}, int64_t{(1 << 20) + 37}}) {
+    for (int W : {1, 2, 3, 4, 5}) {
+      LayerTable t({n});
+      std::vector<uint32_t> msgs(W * t.message_words());
+      std::mt19937 rng(static_cast<uint32_t>(n + W));
+      for (int w = 0; w < W; ++w) {
+        for (int64_t i = 0; i < t.words(0); ++i) msgs[w * t.message_words() + i] = rng();
+        const float s = 0.1f + 0.37f * static_cast<float>(w);  // non-trivial sums, rounded
+        std::memcpy(&msgs[w * t.message_words() + t.scale_offset_words()], &s, 4);
+      }
+      // One 64-byte aligned buffer; offset 0 takes the streaming path, offset 1 (4 bytes
+      // off alignment) the ordinary stores.
+      std::vector<float> backing(n + 64);
+      float* aligned = backing.data();
+      while (reinterpret_cast<uintptr_t>(aligned) % 64 != 0) ++aligned;
+      for (int offset : {0, 1}) {
+        INFO(codec::isa_name(simd) << " n " << n << " W " << W << " offset " << offset);
+        Span<float> out(aligned + offset, n);
+        std::vector<float> want(n), want_x(n), got_x(n);
+        for (int64_t i = 0; i < n; ++i) want_x[i] = got_x[i] = static_cast<float>(i % 97) * 0.25f;
+        std::fill(out.begin(), out.end(), -7.0f);
+        codec::decode_average(Span<const uint32_t>(msgs), W, t, 0, Span<float>(want), Isa::kPortable);
+        codec::decode_average(Span<const uint32_t>(msgs), W, t, 0, out, simd);
+        REQUIRE(std::memcmp(want.data(), out.data(), 4 * n) == 0);
+        codec::decode_average_apply(Span<const uint32_t>(msgs), W, t, 0, Span<float>(want_x), Isa::kPortable);
+        codec::decode_average_apply(Span<const uint32_t>(msgs), W, t, 0, Span<float>(got_x), simd);
+        REQUIRE(std::memcmp(want_x.data(), got_x.data(), 4 * n) == 0);
+      }
+    }
   }
 }

@@ -20,10 +20,10 @@
 //
 // Note [bit-exact arithmetic]
 //   Every element is computed with the same sequence of IEEE float operations on every
-//   path (portable, AVX2, CUDA), built with FMA contraction off. The L1 sum uses 32
+//   path (portable, AVX2, AVX-512, CUDA), built with FMA contraction off. The L1 sum uses 32
 //   double-precision lanes (lane = i % 32, each summed in index order) combined by a
 //   fixed halving tree (lane i += lane i + w for w = 16, 8, 4, 2, 1), so the portable
-//   and AVX2 paths agree exactly; the GPU's reduction tree
+//   and SIMD paths agree exactly; the GPU's reduction tree
 //   differs and its scale agrees only to float rounding. Decode sums the W ranks'
 //   +-s_w in rank order 0..W-1 starting from 0.0f, then divides by W (IEEE division).
 //   sign(0) = +1 (bit packing cannot express 0; the reference code's torch.sign gives 0).
@@ -37,18 +37,24 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "efsign/layer_table.h"
 #include "efsign/span.h"
 
 namespace efsign::codec {
 
-enum class Isa { kPortable, kAvx2 };
+// The CPU codec's paths; all give the same bytes. AVX-512 needs only AVX512F.
+enum class Isa { kPortable, kAvx2, kAvx512 };
 
-// Best path this CPU supports; EFSIGN_ISA=portable in the environment forces portable.
+// Best path this CPU supports (avx512, else avx2, else portable). EFSIGN_ISA=avx512 |
+// avx2 | portable in the environment chooses instead (a UsageError if unknown or
+// unsupported: e.g. to keep 512-bit instructions off a CPU that slows its clock for them).
 Isa best_isa();
 bool isa_available(Isa isa);
 const char* isa_name(Isa isa);
+// "avx512" | "avx2" | "portable" -> Isa; a UsageError if unknown or not on this CPU.
+Isa parse_isa(const std::string& name);
 
 enum class ScaleMode { kMeanAbs, kFixed };
 

@@ -64,7 +64,65 @@ struct ElementOp {
 // Processes elements [begin, n) one at a time, adding into words and lanes.
 void compress_tail(const ElementOp& op, int64_t begin, int64_t n, uint32_t* words, L1Lanes& l1);
 
+// Tuning shared by the SIMD paths (measured with `efsign-bench codec`, see bench/README.md).
+// Compress is bound by how many cache misses one core keeps in flight, not by DRAM:
+// prefetching each input stream 16 KiB ahead made a ResNet-18-sized compress about
+// 15% faster on the development machine (8 KiB: less; 32 KiB: no better).
+constexpr int64_t kPrefetchAhead = 4096;  // floats
+// A write-only decode output at least this large goes around the cache (non-temporal
+// stores): a store through the cache first reads the line from memory, so streaming
+// halves decode-average's traffic. 4 MiB is beyond any current x86 core's L2, so such
+// an output would not be read back from L2 anyway; smaller ones stay cached for
+// whoever reads them next.
+constexpr int64_t kStreamMinBytes = int64_t{4} << 20;
+
+// Decode's output stream, prefetched as compress's inputs are. After anything that
+// sweeps memory (backward; the benchmark's memcpy) the output's page-table entries
+// are out of the TLB and the caches, and the hardware prefetchers stop at each 4 KiB
+// page. Read-modify-write (apply): both lines of the 32 floats; a ResNet-18-sized
+// decode-average-apply after a memcpy went from 2.7 to 2.35 ms. Write-only: one line
+// per page and no more, so that the streaming stores keep their saving; what is
+// wanted is the page walk: decode-average after a memcpy went from 2.6 to 2.0 ms (1.4
+// ms when nothing had evicted its page-table entries).
+inline void prefetch_output(const float* ahead, int64_t i, bool apply) {
+  if (apply) {
+    __builtin_prefetch(ahead, 1, 3);
+    __builtin_prefetch(ahead + 16, 1, 3);
+  } else if ((i & 1023) == 0) {
+    __builtin_prefetch(ahead, 1, 0);
+  }
+}
+
+// s_0, -s_0, s_1, -s_1, ... of `world` blocks; -s_w by its sign bit (NaN included),
+// the same bits as the portable path's negation.
+inline void signed_scales(const uint32_t* blocks, int world, int64_t stride, int64_t scale_index, float* out) {
+  for (int w = 0; w < world; ++w) {
+    const uint32_t u = blocks[w * stride + scale_index];
+    out[2 * w] = bits_to_float(u);
+    out[2 * w + 1] = bits_to_float(u ^ 0x80000000u);
+  }
+}
+
+// Decodes elements [begin, n) one at a time (the SIMD paths' tails), as the portable path.
+inline void decode_tail(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset,
+                        const float* scales, int64_t begin, int64_t n, float* inout, bool apply) {
+  const float wf = static_cast<float>(world);
+  for (int64_t i = begin; i < n; ++i) {
+    const int64_t word = word_offset + (i >> 5);
+    const uint32_t bit = 1u << (i & 31);
+    float acc = 0.0f;
+    for (int w = 0; w < world; ++w) acc += (blocks[w * stride + word] & bit) ? scales[2 * w] : scales[2 * w + 1];
+    const float d = acc / wf;
+    inout[i] = apply ? inout[i] - d : d;
+  }
+}
+
 #if defined(__x86_64__) || defined(_M_X64)
+bool avx512_supported();
+void compress_avx512(const ElementOp& op, int64_t n, uint32_t* words, L1Lanes& l1);
+void decode_avx512(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,
+                   int64_t n, float* inout, bool apply);
+
 bool avx2_supported();
 void compress_avx2(const ElementOp& op, int64_t n, uint32_t* words, L1Lanes& l1);
 void pack_avx2(const float* p, int64_t n, uint32_t* words);

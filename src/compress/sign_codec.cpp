@@ -1,4 +1,4 @@
-// Portable sign codec and the run-time dispatch to the AVX2 path.
+// Portable sign codec and the run-time dispatch to the AVX2 and AVX-512 paths.
 #include "efsign/sign_codec.h"
 
 #include <algorithm>
@@ -131,24 +131,49 @@ void decode_portable(const uint32_t* messages, int world, int64_t message_words,
 }  // namespace detail
 
 bool isa_available(Isa isa) {
-  if (isa == Isa::kPortable) return true;
+  switch (isa) {
+    case Isa::kPortable: return true;
 #if defined(__x86_64__) || defined(_M_X64)
-  return detail::avx2_supported();
-#else
-  return false;
+    case Isa::kAvx2: return detail::avx2_supported();
+    case Isa::kAvx512: return detail::avx512_supported() && detail::avx2_supported();
 #endif
+    default: return false;
+  }
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512: return "avx512";
+    default: return "portable";
+  }
+}
+
+Isa parse_isa(const std::string& name) {
+  Isa isa;
+  if (name == "portable") isa = Isa::kPortable;
+  else if (name == "avx2") isa = Isa::kAvx2;
+  else if (name == "avx512") isa = Isa::kAvx512;
+  else throw UsageError(fmt::format("unknown codec path '{}': expected avx512, avx2 or portable", name));
+  if (!isa_available(isa)) throw UsageError(fmt::format("codec path '{}' is not supported by this CPU", name));
+  return isa;
 }
 
 Isa best_isa() {
   static const Isa chosen = [] {
     const char* env = std::getenv("EFSIGN_ISA");
-    if (env && std::string(env) == "portable") return Isa::kPortable;
+    if (env && *env) {
+      try {
+        return parse_isa(env);
+      } catch (const UsageError& e) {
+        throw UsageError(std::string("EFSIGN_ISA: ") + e.what());
+      }
+    }
+    if (isa_available(Isa::kAvx512)) return Isa::kAvx512;
     return isa_available(Isa::kAvx2) ? Isa::kAvx2 : Isa::kPortable;
   }();
   return chosen;
 }
-
-const char* isa_name(Isa isa) { return isa == Isa::kAvx2 ? "avx2" : "portable"; }
 
 static void check_isa(Isa isa) {
   if (!isa_available(isa)) throw Error(fmt::format("codec path '{}' is not supported by this CPU", isa_name(isa)));
@@ -181,7 +206,9 @@ float compress_layer(const LayerBuffers& buf, const CompressParams& params, Isa 
   std::memset(words, 0, buf.words.size_bytes());
   detail::L1Lanes l1;
 #if defined(__x86_64__) || defined(_M_X64)
-  if (isa == Isa::kAvx2) {
+  if (isa == Isa::kAvx512) {
+    detail::compress_avx512(op, n, words, l1);
+  } else if (isa == Isa::kAvx2) {
     detail::compress_avx2(op, n, words, l1);
   } else
 #endif
@@ -200,7 +227,7 @@ void pack_signs(Span<const float> p, Span<uint32_t> words, Isa isa) {
   if (static_cast<int64_t>(words.size()) != words_for(n)) throw Error("pack_signs: wrong number of words");
   std::memset(words.data(), 0, words.size_bytes());
 #if defined(__x86_64__) || defined(_M_X64)
-  if (isa == Isa::kAvx2) {
+  if (isa == Isa::kAvx2 || isa == Isa::kAvx512) {  // AVX-512 machines have AVX2 (isa_available)
     detail::pack_avx2(p.data(), n, words.data());
     return;
   }
@@ -240,6 +267,10 @@ void decode_blocks(Span<const uint32_t> blocks, int world, int64_t stride, int64
   check_blocks("decode", blocks, world, stride, word_offset, scale_index, n);
   if (n == 0) return;
 #if defined(__x86_64__) || defined(_M_X64)
+  if (isa == Isa::kAvx512) {
+    detail::decode_avx512(blocks.data(), world, stride, word_offset, scale_index, n, inout.data(), apply);
+    return;
+  }
   if (isa == Isa::kAvx2) {
     detail::decode_avx2(blocks.data(), world, stride, word_offset, scale_index, n, inout.data(), apply);
     return;

@@ -6,6 +6,7 @@
 
 #include <immintrin.h>
 
+#include <cstdint>
 #include <vector>
 
 #include "codec_internal.h"
@@ -17,6 +18,11 @@ namespace efsign::codec::detail {
 bool avx2_supported() { return __builtin_cpu_supports("avx2"); }
 
 namespace {
+
+EFSIGN_AVX2 inline void prefetch_line_pair(const float* p) {
+  _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(p + 16), _MM_HINT_T0);
+}
 
 template <bool kWd, bool kMom, bool kEf>
 EFSIGN_AVX2 void compress_avx2_impl(const ElementOp& op, int64_t n, uint32_t* words, L1Lanes& l1) {
@@ -33,6 +39,12 @@ EFSIGN_AVX2 void compress_avx2_impl(const ElementOp& op, int64_t n, uint32_t* wo
   const int64_t full = n & ~int64_t{31};
   for (int64_t i = 0; i < full; i += 32) {
     uint32_t word = 0;
+    if (i + kPrefetchAhead < full) {  // the 32 floats at i + ahead lie inside every stream
+      prefetch_line_pair(op.grad + i + kPrefetchAhead);
+      if constexpr (kWd) prefetch_line_pair(op.param + i + kPrefetchAhead);
+      if constexpr (kMom) prefetch_line_pair(op.momentum + i + kPrefetchAhead);
+      if constexpr (kEf) prefetch_line_pair(op.state + i + kPrefetchAhead);
+    }
     for (int k = 0; k < 4; ++k) {
       const int64_t j = i + 8 * k;
       __m256 g = _mm256_loadu_ps(op.grad + j);
@@ -92,54 +104,45 @@ EFSIGN_AVX2 void pack_avx2(const float* p, int64_t n, uint32_t* words) {
     if (p[i] >= 0.0f) words[i >> 5] |= (1u << (i & 31));
 }
 
-// row[b][j] = bit j of b ? 0 : the float sign bit (8 KiB, stays in L1).
-struct FlipTable {
-  alignas(32) uint32_t row[256][8];
-  FlipTable() {
-    for (int b = 0; b < 256; ++b)
-      for (int j = 0; j < 8; ++j) row[b][j] = ((b >> j) & 1) ? 0u : 0x80000000u;
-  }
-};
-const FlipTable kFlip;
-
 EFSIGN_AVX2 void decode_avx2(const uint32_t* messages, int world, int64_t message_words, int64_t word_offset,
                              int64_t scale_index, int64_t n, float* inout, bool apply) {
-  std::vector<float> pos(world);
-  for (int w = 0; w < world; ++w) pos[w] = bits_to_float(messages[w * message_words + scale_index]);
-  // +-s_w without a compare or blend: s_w with its sign bit XORed by a mask looked up
-  // per byte of the word (bit 0 -> flip, i.e. -s_w).
+  std::vector<float> scale(2 * static_cast<std::size_t>(world));
+  signed_scales(messages, world, message_words, scale_index, scale.data());
+  // Bit 8k + j of the word, shifted to bit 31 of lane j of shift[k]: blendv reads only
+  // that bit, so it picks +s_w for a set bit and -s_w (sign bit flipped) for a clear one.
+  __m256i shift[4];
+  for (int k = 0; k < 4; ++k)
+    shift[k] = _mm256_setr_epi32(31 - 8 * k, 30 - 8 * k, 29 - 8 * k, 28 - 8 * k, 27 - 8 * k, 26 - 8 * k,
+                                 25 - 8 * k, 24 - 8 * k);
   // Dividing by a power of two equals multiplying by its inverse exactly (both are
   // the correctly rounded value of the same real number), and a multiply is cheaper.
   const bool pow2 = (world & (world - 1)) == 0;
   const __m256 wf = _mm256_set1_ps(static_cast<float>(world));
   const __m256 inv = _mm256_set1_ps(1.0f / static_cast<float>(world));
   const int64_t full = n & ~int64_t{31};
+  const bool stream = !apply && n * 4 >= kStreamMinBytes && reinterpret_cast<uintptr_t>(inout) % 32 == 0;
   for (int64_t i = 0; i < full; i += 32) {
+    if (i + kPrefetchAhead < full) prefetch_output(inout + i + kPrefetchAhead, i, apply);
     const int64_t word = word_offset + (i >> 5);
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int w = 0; w < world; ++w) {  // rank order 0..W-1, as the portable path
-      const uint32_t bits = messages[w * message_words + word];
-      const __m256i s = _mm256_castps_si256(_mm256_set1_ps(pos[w]));
+      const __m256i bits = _mm256_set1_epi32(static_cast<int>(messages[w * message_words + word]));
+      const __m256 pos = _mm256_broadcast_ss(&scale[2 * w]), neg = _mm256_broadcast_ss(&scale[2 * w + 1]);
       for (int k = 0; k < 4; ++k) {
-        const __m256i flip = _mm256_load_si256(reinterpret_cast<const __m256i*>(kFlip.row[(bits >> (8 * k)) & 0xffu]));
-        acc[k] = _mm256_add_ps(acc[k], _mm256_castsi256_ps(_mm256_xor_si256(s, flip)));
+        const __m256 top = _mm256_castsi256_ps(_mm256_sllv_epi32(bits, shift[k]));
+        acc[k] = _mm256_add_ps(acc[k], _mm256_blendv_ps(neg, pos, top));
       }
     }
     for (int k = 0; k < 4; ++k) {
       const __m256 d = pow2 ? _mm256_mul_ps(acc[k], inv) : _mm256_div_ps(acc[k], wf);
       float* out = inout + i + 8 * k;
-      _mm256_storeu_ps(out, apply ? _mm256_sub_ps(_mm256_loadu_ps(out), d) : d);
+      if (apply) _mm256_storeu_ps(out, _mm256_sub_ps(_mm256_loadu_ps(out), d));
+      else if (stream) _mm256_stream_ps(out, d);
+      else _mm256_storeu_ps(out, d);
     }
   }
-  const float wfs = static_cast<float>(world);
-  for (int64_t i = full; i < n; ++i) {
-    const int64_t word = word_offset + (i >> 5);
-    const uint32_t bit = 1u << (i & 31);
-    float acc = 0.0f;
-    for (int w = 0; w < world; ++w) acc += (messages[w * message_words + word] & bit) ? pos[w] : -pos[w];
-    const float d = acc / wfs;
-    inout[i] = apply ? inout[i] - d : d;
-  }
+  if (stream) _mm_sfence();  // order the non-temporal stores before anything after us
+  decode_tail(messages, world, message_words, word_offset, scale.data(), full, n, inout, apply);
 }
 
 }  // namespace efsign::codec::detail

@@ -123,7 +123,7 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
                   "preempted)", cxxopts::value<int64_t>()->default_value("0"))
     ("check-every", "every N steps, all ranks compare a checksum of their parameters and stop at the first "
                     "difference (0 = only at the end of the run)", cxxopts::value<int64_t>()->default_value("0"))
-    ("isa", "CPU codec path: auto | avx2 | portable (identical bytes)", cxxopts::value<std::string>()->default_value("auto"))
+    ("isa", "CPU codec path: auto (best this CPU has) | avx512 | avx2 | portable; identical bytes", cxxopts::value<std::string>()->default_value("auto"))
     ("h,help", "print this help");
   // clang-format on
   cxxopts::ParseResult r;
@@ -239,8 +239,8 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
   if (o.synthetic_train < 1 || o.synthetic_test < 1) throw UsageError("--synthetic-train/--synthetic-test must be >= 1");
   if (o.progress != "auto" && o.progress != "on" && o.progress != "off")
     throw UsageError(fmt::format("--progress must be auto, on or off (got '{}')", o.progress));
-  if (o.isa != "auto" && o.isa != "avx2" && o.isa != "portable")
-    throw UsageError(fmt::format("--isa must be auto, avx2 or portable (got '{}')", o.isa));
+  if (o.isa != "auto" && o.isa != "avx512" && o.isa != "avx2" && o.isa != "portable")
+    throw UsageError(fmt::format("--isa must be auto, avx512, avx2 or portable (got '{}')", o.isa));
   return o;
 }
 

@@ -239,12 +239,7 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
   cfg.momentum = o.momentum;
   cfg.weight_decay = o.weight_decay;
   cfg.on_nonfinite = o.on_nonfinite == "abort" ? NonFinitePolicy::kAbort : NonFinitePolicy::kSkip;
-  if (o.isa == "portable")
-    cfg.isa = codec::Isa::kPortable;
-  else if (o.isa == "avx2") {
-    if (!codec::isa_available(codec::Isa::kAvx2)) throw UsageError("--isa avx2: this CPU has no AVX2");
-    cfg.isa = codec::Isa::kAvx2;
-  }
+  if (o.isa != "auto") cfg.isa = codec::parse_isa(o.isa);  // a UsageError if this CPU lacks it
   cfg.exchange = parse_exchange(o.exchange);
   cfg.overlap = o.overlap;
   cfg.bucket_bytes = static_cast<int64_t>(o.bucket_mb * (1 << 20));
