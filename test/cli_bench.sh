@@ -47,6 +47,21 @@ cat "$work/loader.out"
 check "loader: exit 0" test "$rc" -eq 0
 check "loader: reports both rates" grep -q "loader / training:" "$work/loader.out"
 rc=0
+timeout 120 "$bench" codec --iters 2 --warmup 0 --json "$work/codec.jsonl" >"$work/codec.out" 2>&1 || rc=$?
+cat "$work/codec.out"
+check "codec: exit 0" test "$rc" -eq 0
+paths=$(grep -o '"path":"[a-z0-9]*"' "$work/codec.jsonl" | grep -v '"-"' | sort -u | cut -d'"' -f4)
+check "codec: the portable path is measured" grep -q '"path":"portable"' "$work/codec.jsonl"
+for p in $paths; do
+  for op in "compress (EF)" "decode-average" "decode-average-apply" "compress + decode-average" \
+    "compress + decode-average-apply"; do
+    check "codec: $p / $op" grep -q "\"path\":\"$p\",\"operation\":\"$op\"," "$work/codec.jsonl"
+  done
+done
+for f in time_ms_median memcpy_ms_median ratio_to_memcpy ratio_min ratio_max; do
+  check "codec: field $f" grep -q "\"$f\":[0-9]" "$work/codec.jsonl"
+done
+rc=0
 "$bench" nonsense >/dev/null 2>&1 || rc=$?
 check "unknown subcommand: exit 2" test "$rc" -eq 2
 echo "$passed passed, $failures failed"
