@@ -1,6 +1,7 @@
 // The wire format and the CPU codec (the specification of every other path).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -299,6 +300,34 @@ TEST_CASE("SIMD decode equals the portable decode bit for bit, cached and stream
         codec::decode_average_apply(Span<const uint32_t>(msgs), W, t, 0, Span<float>(got_x), simd);
         REQUIRE(std::memcmp(want_x.data(), got_x.data(), 4 * n) == 0);
       }
+    }
+  }
+}
+
+TEST_CASE("SIMD vote equals the portable vote bit for bit", "[codec]") {
+  for (Isa simd : simd_isas())
+  for (int64_t n : {int64_t{1}, int64_t{31}, int64_t{4097}, int64_t{100003}}) {
+    for (int W : {1, 2, 3, 4, 5}) {
+      INFO(codec::isa_name(simd) << " n " << n << " W " << W);
+      // W blocks of words_for(n) words + 1 scale, 3 words of slack between blocks.
+      const int64_t nw = words_for(n), stride = nw + 4;
+      std::vector<uint32_t> blocks(W * stride);
+      std::mt19937 rng(static_cast<uint32_t>(7 * n + W));
+      for (int w = 0; w < W; ++w) {
+        // Half the words random, half equal across ranks (so even W has ties and majorities).
+        for (int64_t i = 0; i < nw; ++i) blocks[w * stride + i] = (i % 2) ? rng() : 0x0f0f3c3cu * (i % 7);
+        const float s = 0.01f + 0.003f * static_cast<float>(w);
+        std::memcpy(&blocks[w * stride + nw], &s, 4);
+      }
+      const auto x0 = random_vector(static_cast<std::size_t>(n), 5);
+      std::vector<float> want = x0, got = x0;
+      codec::vote_apply(Span<const uint32_t>(blocks), W, stride, 0, nw, Span<float>(want), Isa::kPortable);
+      codec::vote_apply(Span<const uint32_t>(blocks), W, stride, 0, nw, Span<float>(got), simd);
+      REQUIRE(std::memcmp(want.data(), got.data(), 4 * n) == 0);
+      int64_t unchanged = 0;
+      for (int64_t i = 0; i < n; ++i) unchanged += want[i] == x0[i];
+      if (W % 2 == 0 && n > 64) CHECK(unchanged > 0);  // some ties
+      if (W % 2 == 1) CHECK(unchanged == 0);           // odd W never ties
     }
   }
 }

@@ -198,8 +198,11 @@ TEST_CASE("vote: majority of signs times the mean scale; a tie leaves the elemen
   //   rank 2:    +     -     -     +
   const std::vector<uint32_t> blocks = {0b0011u, float_bits(1.0f), 0b1001u, float_bits(2.0f),
                                         0b1001u, float_bits(4.0f)};
+  for (codec::Isa isa : {codec::Isa::kPortable, codec::Isa::kAvx2, codec::Isa::kAvx512}) {
+  if (!codec::isa_available(isa)) continue;
+  INFO(codec::isa_name(isa));
   std::vector<float> x(4, 10.0f);
-  codec::vote_apply(Span<const uint32_t>(blocks), 3, 2, 0, 1, Span<float>(x));
+  codec::vote_apply(Span<const uint32_t>(blocks), 3, 2, 0, 1, Span<float>(x), isa);
   const float mean = (0.0f + 1.0f + 2.0f + 4.0f) / 3.0f;
   CHECK(x[0] == 10.0f - mean);
   CHECK(x[1] == 10.0f + mean);
@@ -207,12 +210,13 @@ TEST_CASE("vote: majority of signs times the mean scale; a tie leaves the elemen
   CHECK(x[3] == 10.0f - mean);
   // Two ranks disagreeing: a tie, no move.
   std::vector<float> y(4, 1.0f);
-  codec::vote_apply(Span<const uint32_t>(blocks), 2, 2, 0, 1, Span<float>(y));
+  codec::vote_apply(Span<const uint32_t>(blocks), 2, 2, 0, 1, Span<float>(y), isa);
   CHECK(y[0] == 1.0f - 1.5f);
   CHECK(y[1] == 1.0f);
   CHECK(y[2] == 1.0f + 1.5f);
   CHECK(y[3] == 1.0f);
-  CHECK_THROWS_AS(codec::vote_apply(Span<const uint32_t>(blocks), 4, 2, 0, 1, Span<float>(y)), Error);
+  CHECK_THROWS_AS(codec::vote_apply(Span<const uint32_t>(blocks), 4, 2, 0, 1, Span<float>(y), isa), Error);
+  }
 }
 
 TEST_CASE("decode_blocks over a message array equals decode_average", "[exchange]") {

@@ -105,9 +105,9 @@ void decode_blocks(Span<const uint32_t> blocks, int world, int64_t stride, int64
 //   param = param - mean_w(s_w) * sign(sum_w sign_w)
 // mean_w(s_w) = (s_0 + ... + s_{W-1}) / W in rank order. A tie (even W) leaves the
 // element unchanged: the vote's sign(0) is 0, unlike the packing's sign(0) = +1, so
-// that ties do not push every parameter the same way.
+// that ties do not push every parameter the same way. Every Isa gives the same bytes.
 void vote_apply(Span<const uint32_t> blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,
-                Span<float> param);
+                Span<float> param, Isa isa);
 
 // Reads the scale of `layer` from message `rank`.
 float message_scale(Span<const uint32_t> messages, const LayerTable& table, int rank,

@@ -281,7 +281,7 @@ void SignExchange::apply(int64_t layer, Span<float> param) {
   const int64_t word_offset = table_.word_offset(layer) - bb.word_begin;
   const int64_t scale_index = bb.words + (layer - buckets_[b].first);
   if (kind_ == ExchangeKind::kVote)
-    codec::vote_apply(Span<const uint32_t>(bb.recv), world_, mw, word_offset, scale_index, param);
+    codec::vote_apply(Span<const uint32_t>(bb.recv), world_, mw, word_offset, scale_index, param, isa_);
   else
     codec::decode_blocks(Span<const uint32_t>(bb.recv), world_, mw, word_offset, scale_index, param, true, isa_);
 }

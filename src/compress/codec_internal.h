@@ -93,6 +93,20 @@ inline void prefetch_output(const float* ahead, int64_t i, bool apply) {
   }
 }
 
+// Elements [begin, n) of vote_apply one at a time (the SIMD paths' tails), as the
+// portable path: margin = sum of +-1.0f in rank order, then x - (+-mean or 0).
+inline void vote_tail(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset, float mean,
+                      int64_t begin, int64_t n, float* param) {
+  for (int64_t i = begin; i < n; ++i) {
+    const int64_t word = word_offset + (i >> 5);
+    const uint32_t bit = 1u << (i & 31);
+    float margin = 0.0f;
+    for (int w = 0; w < world; ++w) margin += (blocks[w * stride + word] & bit) ? 1.0f : -1.0f;
+    const float step = margin > 0.0f ? mean : margin < 0.0f ? -mean : 0.0f;
+    param[i] = param[i] - step;
+  }
+}
+
 // s_0, -s_0, s_1, -s_1, ... of `world` blocks; -s_w by its sign bit (NaN included),
 // the same bits as the portable path's negation.
 inline void signed_scales(const uint32_t* blocks, int world, int64_t stride, int64_t scale_index, float* out) {
@@ -122,10 +136,14 @@ bool avx512_supported();
 void compress_avx512(const ElementOp& op, int64_t n, uint32_t* words, L1Lanes& l1);
 void decode_avx512(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,
                    int64_t n, float* inout, bool apply);
+void vote_avx512(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset, float mean, int64_t n,
+                 float* param);
 
 bool avx2_supported();
 void compress_avx2(const ElementOp& op, int64_t n, uint32_t* words, L1Lanes& l1);
 void pack_avx2(const float* p, int64_t n, uint32_t* words);
+void vote_avx2(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset, float mean, int64_t n,
+               float* param);
 void decode_avx2(const uint32_t* messages, int world, int64_t message_words, int64_t word_offset,
                  int64_t scale_index, int64_t n, float* inout, bool apply);
 #endif

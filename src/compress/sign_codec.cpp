@@ -283,13 +283,18 @@ void decode_blocks(Span<const uint32_t> blocks, int world, int64_t stride, int64
 }
 
 void vote_apply(Span<const uint32_t> blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,
-                Span<float> param) {
+                Span<float> param, Isa isa) {
+  check_isa(isa);
   const int64_t n = static_cast<int64_t>(param.size());
   check_blocks("vote", blocks, world, stride, word_offset, scale_index, n);
   if (n == 0) return;
   float sum = 0.0f;  // rank order, then one IEEE division (Note [bit-exact arithmetic])
   for (int w = 0; w < world; ++w) sum += detail::bits_to_float(blocks[w * stride + scale_index]);
   const float mean = sum / static_cast<float>(world);
+#if defined(__x86_64__) || defined(_M_X64)
+  if (isa == Isa::kAvx512) return detail::vote_avx512(blocks.data(), world, stride, word_offset, mean, n, param.data());
+  if (isa == Isa::kAvx2) return detail::vote_avx2(blocks.data(), world, stride, word_offset, mean, n, param.data());
+#endif
   for (int64_t base = 0; base < n; base += 32) {
     const int64_t word = word_offset + (base >> 5);
     // margin = (#positive) - (#negative), summed as +-1.0f: exact for any world < 2^24,

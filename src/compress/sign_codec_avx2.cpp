@@ -145,6 +145,37 @@ EFSIGN_AVX2 void decode_avx2(const uint32_t* messages, int world, int64_t messag
   decode_tail(messages, world, message_words, word_offset, scale.data(), full, n, inout, apply);
 }
 
+EFSIGN_AVX2 void vote_avx2(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset, float mean,
+                           int64_t n, float* param) {
+  __m256i shift[4];  // as in decode_avx2: bit 8k + j of the word to bit 31 of lane j
+  for (int k = 0; k < 4; ++k)
+    shift[k] = _mm256_setr_epi32(31 - 8 * k, 30 - 8 * k, 29 - 8 * k, 28 - 8 * k, 27 - 8 * k, 26 - 8 * k,
+                                 25 - 8 * k, 24 - 8 * k);
+  const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f), minus_one = _mm256_set1_ps(-1.0f);
+  const __m256 up = _mm256_set1_ps(mean), down = _mm256_set1_ps(-mean);
+  const int64_t full = n & ~int64_t{31};
+  for (int64_t i = 0; i < full; i += 32) {
+    if (i + kPrefetchAhead < full) prefetch_output(param + i + kPrefetchAhead, i, /*apply=*/true);
+    const int64_t word = word_offset + (i >> 5);
+    __m256 margin[4] = {zero, zero, zero, zero};
+    for (int w = 0; w < world; ++w) {  // +-1.0f in rank order: exact, as the portable path
+      const __m256i bits = _mm256_set1_epi32(static_cast<int>(blocks[w * stride + word]));
+      for (int k = 0; k < 4; ++k) {
+        const __m256 top = _mm256_castsi256_ps(_mm256_sllv_epi32(bits, shift[k]));
+        margin[k] = _mm256_add_ps(margin[k], _mm256_blendv_ps(minus_one, one, top));
+      }
+    }
+    for (int k = 0; k < 4; ++k) {
+      // margin > 0: +mean; margin < 0: -mean; a tie: +0.0f (x - 0.0f, as the portable path).
+      const __m256 step = _mm256_or_ps(_mm256_and_ps(_mm256_cmp_ps(margin[k], zero, _CMP_GT_OQ), up),
+                                       _mm256_and_ps(_mm256_cmp_ps(margin[k], zero, _CMP_LT_OQ), down));
+      float* x = param + i + 8 * k;
+      _mm256_storeu_ps(x, _mm256_sub_ps(_mm256_loadu_ps(x), step));
+    }
+  }
+  vote_tail(blocks, world, stride, word_offset, mean, full, n, param);
+}
+
 }  // namespace efsign::codec::detail
 
 #endif  // x86-64

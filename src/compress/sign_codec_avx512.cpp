@@ -134,6 +134,31 @@ EFSIGN_AVX512 void decode_avx512(const uint32_t* blocks, int world, int64_t stri
   decode_tail(blocks, world, stride, word_offset, scale.data(), full, n, inout, apply);
 }
 
+EFSIGN_AVX512 void vote_avx512(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset, float mean,
+                               int64_t n, float* param) {
+  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f), minus_one = _mm512_set1_ps(-1.0f);
+  const __m512 up = _mm512_set1_ps(mean), down = _mm512_set1_ps(-mean);
+  const int64_t full = n & ~int64_t{31};
+  for (int64_t i = 0; i < full; i += 32) {
+    if (i + kPrefetchAhead < full) prefetch_output(param + i + kPrefetchAhead, i, /*apply=*/true);
+    const int64_t word = word_offset + (i >> 5);
+    __m512 margin[2] = {zero, zero};
+    for (int w = 0; w < world; ++w) {  // +-1.0f in rank order: exact, as the portable path
+      const uint32_t bits = blocks[w * stride + word];
+      margin[0] = _mm512_add_ps(margin[0], _mm512_mask_blend_ps(static_cast<__mmask16>(bits & 0xffffu), minus_one, one));
+      margin[1] = _mm512_add_ps(margin[1], _mm512_mask_blend_ps(static_cast<__mmask16>(bits >> 16), minus_one, one));
+    }
+    for (int h = 0; h < 2; ++h) {
+      // margin > 0: +mean; margin < 0: -mean; a tie: +0.0f (x - 0.0f, as the portable path).
+      __m512 step = _mm512_mask_mov_ps(zero, _mm512_cmp_ps_mask(margin[h], zero, _CMP_GT_OQ), up);
+      step = _mm512_mask_mov_ps(step, _mm512_cmp_ps_mask(margin[h], zero, _CMP_LT_OQ), down);
+      float* x = param + i + 16 * h;
+      _mm512_storeu_ps(x, _mm512_sub_ps(_mm512_loadu_ps(x), step));
+    }
+  }
+  vote_tail(blocks, world, stride, word_offset, mean, full, n, param);
+}
+
 }  // namespace efsign::codec::detail
 
 #endif  // x86-64
