@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "efsign/error.h"
 #include "efsign/layer_table.h"
 #include "efsign/sign_codec.h"
 #include "test_util.h"
@@ -330,4 +331,50 @@ TEST_CASE("SIMD vote equals the portable vote bit for bit", "[codec]") {
       if (W % 2 == 1) CHECK(unchanged == 0);           // odd W never ties
     }
   }
+}
+
+TEST_CASE("decode_add is addend + decode-average on every path, special scales, offset words", "[codec]") {
+  // Scales a real message can carry besides ordinary ones: 0, -0, subnormal, huge,
+  // +-Inf. (NaN is excluded: the step is skipped and NaN bits are unspecified,
+  // Note [bit-exact arithmetic].)
+  const float specials[] = {0.0f, -0.0f, 1e-45f, 3e38f, std::numeric_limits<float>::infinity(), -2.5f, 0.125f};
+  for (Isa isa : all_isas())
+  for (int64_t n : {int64_t{5}, int64_t{32 * 40 + 7}, int64_t{(1 << 20) + 3}}) {
+    for (int W : {1, 2, 3}) {
+      INFO(codec::isa_name(isa) << " n " << n << " W " << W);
+      // Blocks of stride words: 3 words of something else, then the signs, then the scale.
+      const int64_t nw = words_for(n), off = 3, stride = off + nw + 1;
+      std::vector<uint32_t> blocks(W * stride);
+      std::mt19937 rng(static_cast<uint32_t>(n * 31 + W));
+      for (auto& b : blocks) b = rng();
+      for (int w = 0; w < W; ++w) {
+        const float s = specials[(n + 3 * w) % 7];
+        std::memcpy(&blocks[w * stride + off + nw], &s, 4);
+      }
+      const auto e = random_vector(static_cast<std::size_t>(n), 9);
+      std::vector<float> avg(n), want(n), got(n, -1.0f), portable(n, -1.0f);
+      codec::decode_blocks(Span<const uint32_t>(blocks), W, stride, off, off + nw, Span<float>(avg), false, isa);
+      for (int64_t i = 0; i < n; ++i) want[i] = e[i] + avg[i];
+      codec::decode_add(Span<const uint32_t>(blocks), W, stride, off, off + nw, Span<const float>(e), Span<float>(got),
+                        isa);
+      codec::decode_add(Span<const uint32_t>(blocks), W, stride, off, off + nw, Span<const float>(e),
+                        Span<float>(portable), Isa::kPortable);
+      // Byte comparison where both are numbers; where Inf - Inf made a NaN, both must be NaN.
+      int64_t mismatches = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const bool nan = std::isnan(want[i]);
+        mismatches += nan ? !(std::isnan(got[i]) && std::isnan(portable[i]))
+                          : (std::memcmp(&want[i], &got[i], 4) != 0 || std::memcmp(&want[i], &portable[i], 4) != 0);
+      }
+      CHECK(mismatches == 0);
+    }
+  }
+  std::vector<uint32_t> one(2, 0u);
+  std::vector<float> a(4), b(3);
+  CHECK_THROWS_AS(codec::decode_add(Span<const uint32_t>(one), 1, 2, 0, 1, Span<const float>(a), Span<float>(b),
+                                    Isa::kPortable),
+                  Error);
+  CHECK_THROWS_AS(codec::decode_add(Span<const uint32_t>(one), 1, 2, 0, 1, Span<const float>(a.data() + 1, 3),
+                                    Span<float>(a.data(), 3), Isa::kPortable),
+                  Error);
 }

@@ -27,6 +27,10 @@
 //   differs and its scale agrees only to float rounding. Decode sums the W ranks'
 //   +-s_w in rank order 0..W-1 starting from 0.0f, then divides by W (IEEE division).
 //   sign(0) = +1 (bit packing cannot express 0; the reference code's torch.sign gives 0).
+//   "The same bytes" holds for every result that is not a NaN (±0, subnormals and ±Inf
+//   included). Where a result is NaN its sign and payload may differ between paths (x86
+//   picks the first NaN operand; the paths order some operands differently): a NaN
+//   scale makes every rank skip the step anyway (Note [non-finite]).
 //
 // Note [non-finite]
 //   A NaN or Inf anywhere in a layer's p makes its L1 sum, hence its scale, non-finite
@@ -44,7 +48,8 @@
 
 namespace efsign::codec {
 
-// The CPU codec's paths; all give the same bytes. AVX-512 needs only AVX512F.
+// The CPU codec's paths; all give the same bytes (NaN bits aside: Note [bit-exact
+// arithmetic]). AVX-512 needs only AVX512F.
 enum class Isa { kPortable, kAvx2, kAvx512 };
 
 // Best path this CPU supports (avx512, else avx2, else portable). EFSIGN_ISA=avx512 |
@@ -100,6 +105,12 @@ void decode_average_apply(Span<const uint32_t> messages, int world, const LayerT
 // float at word scale_index of block w. inout has the n elements to decode.
 void decode_blocks(Span<const uint32_t> blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,
                    Span<float> inout, bool apply, Isa isa);
+
+// out = addend + (1/W) * sum_w s_w * sign_w over the same blocks, in one pass: the
+// two-phase server's p = e + average (Note [two-phase] in exchange.h). addend and out
+// have the same size and do not overlap (an Error otherwise).
+void decode_add(Span<const uint32_t> blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,
+                Span<const float> addend, Span<float> out, Isa isa);
 
 // signSGD with majority vote (Bernstein et al., 2019) over the same blocks:
 //   param = param - mean_w(s_w) * sign(sum_w sign_w)

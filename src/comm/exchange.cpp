@@ -219,10 +219,8 @@ void SignExchange::exchange_two_phase(int b) {
   for (int64_t id : mine.segments) {
     const TwoPhaseLayout::Segment& s = tp_.segments[id];
     Span<float> p(p_.data() + s.server_offset, s.elems);
-    codec::decode_blocks(Span<const uint32_t>(bb.from_workers), world_, len, s.word_begin - mine.word_begin,
-                         nw + s.slot, p, /*apply=*/false, isa_);
-    const float* e = err_.data() + s.server_offset;
-    for (int64_t i = 0; i < s.elems; ++i) p[i] = e[i] + p[i];
+    codec::decode_add(Span<const uint32_t>(bb.from_workers), world_, len, s.word_begin - mine.word_begin, nw + s.slot,
+                      Span<const float>(err_.data() + s.server_offset, s.elems), p, isa_);  // p = e + average
     codec::LayerBuffers lb;
     lb.grad = Span<const float>(p.data(), p.size());
     lb.words = Span<uint32_t>(bb.served.data() + (s.word_begin - mine.word_begin), s.word_end - s.word_begin);

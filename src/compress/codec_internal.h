@@ -61,6 +61,13 @@ struct ElementOp {
   }
 };
 
+// What decode does with the average d of each element (see sign_codec.h).
+enum class DecodeOp {
+  kStore,  // out = d (decode_average; a large aligned output is streamed past the cache)
+  kApply,  // x = x - d (decode_average_apply)
+  kAdd,    // out = a + d, a the addend (decode_add: the two-phase server's p = e + d)
+};
+
 // Processes elements [begin, n) one at a time, adding into words and lanes.
 void compress_tail(const ElementOp& op, int64_t begin, int64_t n, uint32_t* words, L1Lanes& l1);
 
@@ -76,16 +83,24 @@ constexpr int64_t kPrefetchAhead = 4096;  // floats
 // whoever reads them next.
 constexpr int64_t kStreamMinBytes = int64_t{4} << 20;
 
+// Software prefetch of the 32 floats (two cache lines) at p, for reading: what
+// compress does for every input stream, kPrefetchAhead floats ahead.
+inline void prefetch_input(const float* p) {
+  __builtin_prefetch(p, 0, 3);
+  __builtin_prefetch(p + 16, 0, 3);
+}
+
 // Decode's output stream, prefetched as compress's inputs are. After anything that
 // sweeps memory (backward; the benchmark's memcpy) the output's page-table entries
 // are out of the TLB and the caches, and the hardware prefetchers stop at each 4 KiB
-// page. Read-modify-write (apply): both lines of the 32 floats; a ResNet-18-sized
-// decode-average-apply after a memcpy went from 2.7 to 2.35 ms. Write-only: one line
-// per page and no more, so that the streaming stores keep their saving; what is
-// wanted is the page walk: decode-average after a memcpy went from 2.6 to 2.0 ms (1.4
-// ms when nothing had evicted its page-table entries).
-inline void prefetch_output(const float* ahead, int64_t i, bool apply) {
-  if (apply) {
+// page. An output that is read too (x -= d, or the vote): both lines of the 32
+// floats, for writing; a ResNet-18-sized decode-average-apply after a memcpy went
+// from 2.7 to 2.35 ms. Write-only: one line per page and no more, so that the
+// streaming stores keep their saving; what is wanted is the page walk:
+// decode-average after a memcpy went from 2.6 to 2.0 ms (1.4 ms when nothing had
+// evicted its page-table entries).
+inline void prefetch_output(const float* ahead, int64_t i, bool read_too) {
+  if (read_too) {
     __builtin_prefetch(ahead, 1, 3);
     __builtin_prefetch(ahead + 16, 1, 3);
   } else if ((i & 1023) == 0) {
@@ -107,8 +122,9 @@ inline void vote_tail(const uint32_t* blocks, int world, int64_t stride, int64_t
   }
 }
 
-// s_0, -s_0, s_1, -s_1, ... of `world` blocks; -s_w by its sign bit (NaN included),
-// the same bits as the portable path's negation.
+// s_0, -s_0, s_1, -s_1, ... of `world` blocks; -s_w by flipping the sign bit, which for
+// every non-NaN s_w equals the portable path's (-1.0f) * s_w (for a NaN, x86's multiply
+// keeps the sign: NaN bits may differ, Note [bit-exact arithmetic]).
 inline void signed_scales(const uint32_t* blocks, int world, int64_t stride, int64_t scale_index, float* out) {
   for (int w = 0; w < world; ++w) {
     const uint32_t u = blocks[w * stride + scale_index];
@@ -119,7 +135,7 @@ inline void signed_scales(const uint32_t* blocks, int world, int64_t stride, int
 
 // Decodes elements [begin, n) one at a time (the SIMD paths' tails), as the portable path.
 inline void decode_tail(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset,
-                        const float* scales, int64_t begin, int64_t n, float* inout, bool apply) {
+                        const float* scales, int64_t begin, int64_t n, float* out, DecodeOp op, const float* addend) {
   const float wf = static_cast<float>(world);
   for (int64_t i = begin; i < n; ++i) {
     const int64_t word = word_offset + (i >> 5);
@@ -127,7 +143,7 @@ inline void decode_tail(const uint32_t* blocks, int world, int64_t stride, int64
     float acc = 0.0f;
     for (int w = 0; w < world; ++w) acc += (blocks[w * stride + word] & bit) ? scales[2 * w] : scales[2 * w + 1];
     const float d = acc / wf;
-    inout[i] = apply ? inout[i] - d : d;
+    out[i] = op == DecodeOp::kApply ? out[i] - d : op == DecodeOp::kAdd ? addend[i] + d : d;
   }
 }
 
@@ -135,7 +151,7 @@ inline void decode_tail(const uint32_t* blocks, int world, int64_t stride, int64
 bool avx512_supported();
 void compress_avx512(const ElementOp& op, int64_t n, uint32_t* words, L1Lanes& l1);
 void decode_avx512(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,
-                   int64_t n, float* inout, bool apply);
+                   int64_t n, float* out, DecodeOp op, const float* addend);
 void vote_avx512(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset, float mean, int64_t n,
                  float* param);
 
@@ -145,7 +161,7 @@ void pack_avx2(const float* p, int64_t n, uint32_t* words);
 void vote_avx2(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset, float mean, int64_t n,
                float* param);
 void decode_avx2(const uint32_t* messages, int world, int64_t message_words, int64_t word_offset,
-                 int64_t scale_index, int64_t n, float* inout, bool apply);
+                 int64_t scale_index, int64_t n, float* out, DecodeOp op, const float* addend);
 #endif
 
 }  // namespace efsign::codec::detail

@@ -94,9 +94,10 @@ struct SignTable {
 };
 const SignTable kSignTable;
 
-template <bool kApply>
+template <DecodeOp kOp>
 void decode_portable(const uint32_t* messages, int world, int64_t message_words, int64_t word_offset,
-                     int64_t scale_index, int64_t n, float* out) {
+                     int64_t scale_index, int64_t n, float* out, const float* addend_ptr) {
+  const float* __restrict__ addend = addend_ptr;
   std::vector<float> pos_v(world);
   for (int w = 0; w < world; ++w) pos_v[w] = bits_to_float(messages[w * message_words + scale_index]);
   const float* __restrict__ pos = pos_v.data();
@@ -118,8 +119,10 @@ void decode_portable(const uint32_t* messages, int world, int64_t message_words,
     }
     for (int64_t j = 0; j < count; ++j) {
       const float d = acc[j] / wf;
-      if constexpr (kApply) {
+      if constexpr (kOp == DecodeOp::kApply) {
         inout[base + j] = inout[base + j] - d;
+      } else if constexpr (kOp == DecodeOp::kAdd) {
+        inout[base + j] = addend[base + j] + d;
       } else {
         inout[base + j] = d;
       }
@@ -260,26 +263,38 @@ static void check_blocks(const char* who, Span<const uint32_t> blocks, int world
                             stride, word_offset, scale_index, blocks.size()));
 }
 
-void decode_blocks(Span<const uint32_t> blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,
-                   Span<float> inout, bool apply, Isa isa) {
+static void decode_dispatch(Span<const uint32_t> blocks, int world, int64_t stride, int64_t word_offset,
+                            int64_t scale_index, Span<float> out, detail::DecodeOp op, const float* addend, Isa isa) {
   check_isa(isa);
-  const int64_t n = static_cast<int64_t>(inout.size());
+  const int64_t n = static_cast<int64_t>(out.size());
   check_blocks("decode", blocks, world, stride, word_offset, scale_index, n);
   if (n == 0) return;
+  using detail::DecodeOp;
 #if defined(__x86_64__) || defined(_M_X64)
-  if (isa == Isa::kAvx512) {
-    detail::decode_avx512(blocks.data(), world, stride, word_offset, scale_index, n, inout.data(), apply);
-    return;
-  }
-  if (isa == Isa::kAvx2) {
-    detail::decode_avx2(blocks.data(), world, stride, word_offset, scale_index, n, inout.data(), apply);
-    return;
-  }
+  if (isa == Isa::kAvx512)
+    return detail::decode_avx512(blocks.data(), world, stride, word_offset, scale_index, n, out.data(), op, addend);
+  if (isa == Isa::kAvx2)
+    return detail::decode_avx2(blocks.data(), world, stride, word_offset, scale_index, n, out.data(), op, addend);
 #endif
-  if (apply)
-    detail::decode_portable<true>(blocks.data(), world, stride, word_offset, scale_index, n, inout.data());
-  else
-    detail::decode_portable<false>(blocks.data(), world, stride, word_offset, scale_index, n, inout.data());
+  auto* f = op == DecodeOp::kApply ? &detail::decode_portable<DecodeOp::kApply>
+            : op == DecodeOp::kAdd ? &detail::decode_portable<DecodeOp::kAdd>
+                                   : &detail::decode_portable<DecodeOp::kStore>;
+  f(blocks.data(), world, stride, word_offset, scale_index, n, out.data(), addend);
+}
+
+void decode_blocks(Span<const uint32_t> blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,
+                   Span<float> inout, bool apply, Isa isa) {
+  decode_dispatch(blocks, world, stride, word_offset, scale_index, inout,
+                  apply ? detail::DecodeOp::kApply : detail::DecodeOp::kStore, nullptr, isa);
+}
+
+void decode_add(Span<const uint32_t> blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,
+                Span<const float> addend, Span<float> out, Isa isa) {
+  if (addend.size() != out.size()) throw Error("decode_add: addend and output differ in size");
+  const float* a = addend.data();
+  const float* o = out.data();
+  if (!out.empty() && a < o + out.size() && o < a + addend.size()) throw Error("decode_add: addend and output overlap");
+  decode_dispatch(blocks, world, stride, word_offset, scale_index, out, detail::DecodeOp::kAdd, addend.data(), isa);
 }
 
 void vote_apply(Span<const uint32_t> blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,

@@ -19,11 +19,6 @@ bool avx2_supported() { return __builtin_cpu_supports("avx2"); }
 
 namespace {
 
-EFSIGN_AVX2 inline void prefetch_line_pair(const float* p) {
-  _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
-  _mm_prefetch(reinterpret_cast<const char*>(p + 16), _MM_HINT_T0);
-}
-
 template <bool kWd, bool kMom, bool kEf>
 EFSIGN_AVX2 void compress_avx2_impl(const ElementOp& op, int64_t n, uint32_t* words, L1Lanes& l1) {
   const __m256 zero = _mm256_setzero_ps();
@@ -40,10 +35,10 @@ EFSIGN_AVX2 void compress_avx2_impl(const ElementOp& op, int64_t n, uint32_t* wo
   for (int64_t i = 0; i < full; i += 32) {
     uint32_t word = 0;
     if (i + kPrefetchAhead < full) {  // the 32 floats at i + ahead lie inside every stream
-      prefetch_line_pair(op.grad + i + kPrefetchAhead);
-      if constexpr (kWd) prefetch_line_pair(op.param + i + kPrefetchAhead);
-      if constexpr (kMom) prefetch_line_pair(op.momentum + i + kPrefetchAhead);
-      if constexpr (kEf) prefetch_line_pair(op.state + i + kPrefetchAhead);
+      prefetch_input(op.grad + i + kPrefetchAhead);
+      if constexpr (kWd) prefetch_input(op.param + i + kPrefetchAhead);
+      if constexpr (kMom) prefetch_input(op.momentum + i + kPrefetchAhead);
+      if constexpr (kEf) prefetch_input(op.state + i + kPrefetchAhead);
     }
     for (int k = 0; k < 4; ++k) {
       const int64_t j = i + 8 * k;
@@ -105,7 +100,7 @@ EFSIGN_AVX2 void pack_avx2(const float* p, int64_t n, uint32_t* words) {
 }
 
 EFSIGN_AVX2 void decode_avx2(const uint32_t* messages, int world, int64_t message_words, int64_t word_offset,
-                             int64_t scale_index, int64_t n, float* inout, bool apply) {
+                             int64_t scale_index, int64_t n, float* out, DecodeOp op, const float* addend) {
   std::vector<float> scale(2 * static_cast<std::size_t>(world));
   signed_scales(messages, world, message_words, scale_index, scale.data());
   // Bit 8k + j of the word, shifted to bit 31 of lane j of shift[k]: blendv reads only
@@ -120,9 +115,12 @@ EFSIGN_AVX2 void decode_avx2(const uint32_t* messages, int world, int64_t messag
   const __m256 wf = _mm256_set1_ps(static_cast<float>(world));
   const __m256 inv = _mm256_set1_ps(1.0f / static_cast<float>(world));
   const int64_t full = n & ~int64_t{31};
-  const bool stream = !apply && n * 4 >= kStreamMinBytes && reinterpret_cast<uintptr_t>(inout) % 32 == 0;
+  const bool stream = op == DecodeOp::kStore && n * 4 >= kStreamMinBytes && reinterpret_cast<uintptr_t>(out) % 32 == 0;
   for (int64_t i = 0; i < full; i += 32) {
-    if (i + kPrefetchAhead < full) prefetch_output(inout + i + kPrefetchAhead, i, apply);
+    if (i + kPrefetchAhead < full) {
+      prefetch_output(out + i + kPrefetchAhead, i, op == DecodeOp::kApply);
+      if (op == DecodeOp::kAdd) prefetch_input(addend + i + kPrefetchAhead);
+    }
     const int64_t word = word_offset + (i >> 5);
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int w = 0; w < world; ++w) {  // rank order 0..W-1, as the portable path
@@ -135,14 +133,15 @@ EFSIGN_AVX2 void decode_avx2(const uint32_t* messages, int world, int64_t messag
     }
     for (int k = 0; k < 4; ++k) {
       const __m256 d = pow2 ? _mm256_mul_ps(acc[k], inv) : _mm256_div_ps(acc[k], wf);
-      float* out = inout + i + 8 * k;
-      if (apply) _mm256_storeu_ps(out, _mm256_sub_ps(_mm256_loadu_ps(out), d));
-      else if (stream) _mm256_stream_ps(out, d);
-      else _mm256_storeu_ps(out, d);
+      float* x = out + i + 8 * k;
+      if (op == DecodeOp::kApply) _mm256_storeu_ps(x, _mm256_sub_ps(_mm256_loadu_ps(x), d));
+      else if (op == DecodeOp::kAdd) _mm256_storeu_ps(x, _mm256_add_ps(_mm256_loadu_ps(addend + i + 8 * k), d));
+      else if (stream) _mm256_stream_ps(x, d);
+      else _mm256_storeu_ps(x, d);
     }
   }
   if (stream) _mm_sfence();  // order the non-temporal stores before anything after us
-  decode_tail(messages, world, message_words, word_offset, scale.data(), full, n, inout, apply);
+  decode_tail(messages, world, message_words, word_offset, scale.data(), full, n, out, op, addend);
 }
 
 EFSIGN_AVX2 void vote_avx2(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset, float mean,
@@ -155,7 +154,7 @@ EFSIGN_AVX2 void vote_avx2(const uint32_t* blocks, int world, int64_t stride, in
   const __m256 up = _mm256_set1_ps(mean), down = _mm256_set1_ps(-mean);
   const int64_t full = n & ~int64_t{31};
   for (int64_t i = 0; i < full; i += 32) {
-    if (i + kPrefetchAhead < full) prefetch_output(param + i + kPrefetchAhead, i, /*apply=*/true);
+    if (i + kPrefetchAhead < full) prefetch_output(param + i + kPrefetchAhead, i, /*read_too=*/true);
     const int64_t word = word_offset + (i >> 5);
     __m256 margin[4] = {zero, zero, zero, zero};
     for (int w = 0; w < world; ++w) {  // +-1.0f in rank order: exact, as the portable path

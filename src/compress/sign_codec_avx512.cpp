@@ -8,6 +8,8 @@
 
 // GCC 12's avx512fintrin.h fills "undefined" vectors by self-assignment, which
 // -Wmaybe-uninitialized reports at every use (a known false positive of that header).
+// It is reported where the intrinsics are inlined, in this file's functions, so it is
+// off for the whole file rather than around the #include.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
@@ -26,11 +28,6 @@ namespace efsign::codec::detail {
 bool avx512_supported() { return __builtin_cpu_supports("avx512f"); }
 
 namespace {
-
-EFSIGN_AVX512 inline void prefetch_line_pair(const float* p) {
-  _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
-  _mm_prefetch(reinterpret_cast<const char*>(p + 16), _MM_HINT_T0);
-}
 
 // The upper 8 floats of v as a 256-bit vector.
 EFSIGN_AVX512 inline __m256 high_half(__m512 v) {
@@ -51,10 +48,10 @@ EFSIGN_AVX512 void compress_avx512_impl(const ElementOp& op, int64_t n, uint32_t
   const int64_t full = n & ~int64_t{31};
   for (int64_t i = 0; i < full; i += 32) {
     if (i + kPrefetchAhead < full) {  // the 32 floats at i + ahead lie inside every stream
-      prefetch_line_pair(op.grad + i + kPrefetchAhead);
-      if constexpr (kWd) prefetch_line_pair(op.param + i + kPrefetchAhead);
-      if constexpr (kMom) prefetch_line_pair(op.momentum + i + kPrefetchAhead);
-      if constexpr (kEf) prefetch_line_pair(op.state + i + kPrefetchAhead);
+      prefetch_input(op.grad + i + kPrefetchAhead);
+      if constexpr (kWd) prefetch_input(op.param + i + kPrefetchAhead);
+      if constexpr (kMom) prefetch_input(op.momentum + i + kPrefetchAhead);
+      if constexpr (kEf) prefetch_input(op.state + i + kPrefetchAhead);
     }
     uint32_t word = 0;
     for (int h = 0; h < 2; ++h) {
@@ -102,7 +99,7 @@ void compress_avx512(const ElementOp& op, int64_t n, uint32_t* words, L1Lanes& l
 }
 
 EFSIGN_AVX512 void decode_avx512(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset,
-                                 int64_t scale_index, int64_t n, float* inout, bool apply) {
+                                 int64_t scale_index, int64_t n, float* out, DecodeOp op, const float* addend) {
   std::vector<float> scale(2 * static_cast<std::size_t>(world));
   signed_scales(blocks, world, stride, scale_index, scale.data());
   // A power-of-two divide equals a multiply by its inverse exactly (see decode_avx2).
@@ -110,9 +107,12 @@ EFSIGN_AVX512 void decode_avx512(const uint32_t* blocks, int world, int64_t stri
   const __m512 wf = _mm512_set1_ps(static_cast<float>(world));
   const __m512 inv = _mm512_set1_ps(1.0f / static_cast<float>(world));
   const int64_t full = n & ~int64_t{31};
-  const bool stream = !apply && n * 4 >= kStreamMinBytes && reinterpret_cast<uintptr_t>(inout) % 64 == 0;
+  const bool stream = op == DecodeOp::kStore && n * 4 >= kStreamMinBytes && reinterpret_cast<uintptr_t>(out) % 64 == 0;
   for (int64_t i = 0; i < full; i += 32) {
-    if (i + kPrefetchAhead < full) prefetch_output(inout + i + kPrefetchAhead, i, apply);
+    if (i + kPrefetchAhead < full) {
+      prefetch_output(out + i + kPrefetchAhead, i, op == DecodeOp::kApply);
+      if (op == DecodeOp::kAdd) prefetch_input(addend + i + kPrefetchAhead);
+    }
     const int64_t word = word_offset + (i >> 5);
     __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int w = 0; w < world; ++w) {  // rank order 0..W-1, as the portable path
@@ -124,14 +124,15 @@ EFSIGN_AVX512 void decode_avx512(const uint32_t* blocks, int world, int64_t stri
     }
     for (int h = 0; h < 2; ++h) {
       const __m512 d = pow2 ? _mm512_mul_ps(acc[h], inv) : _mm512_div_ps(acc[h], wf);
-      float* out = inout + i + 16 * h;
-      if (apply) _mm512_storeu_ps(out, _mm512_sub_ps(_mm512_loadu_ps(out), d));
-      else if (stream) _mm512_stream_ps(out, d);
-      else _mm512_storeu_ps(out, d);
+      float* x = out + i + 16 * h;
+      if (op == DecodeOp::kApply) _mm512_storeu_ps(x, _mm512_sub_ps(_mm512_loadu_ps(x), d));
+      else if (op == DecodeOp::kAdd) _mm512_storeu_ps(x, _mm512_add_ps(_mm512_loadu_ps(addend + i + 16 * h), d));
+      else if (stream) _mm512_stream_ps(x, d);
+      else _mm512_storeu_ps(x, d);
     }
   }
   if (stream) _mm_sfence();  // order the non-temporal stores before anything after us
-  decode_tail(blocks, world, stride, word_offset, scale.data(), full, n, inout, apply);
+  decode_tail(blocks, world, stride, word_offset, scale.data(), full, n, out, op, addend);
 }
 
 EFSIGN_AVX512 void vote_avx512(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset, float mean,
@@ -140,7 +141,7 @@ EFSIGN_AVX512 void vote_avx512(const uint32_t* blocks, int world, int64_t stride
   const __m512 up = _mm512_set1_ps(mean), down = _mm512_set1_ps(-mean);
   const int64_t full = n & ~int64_t{31};
   for (int64_t i = 0; i < full; i += 32) {
-    if (i + kPrefetchAhead < full) prefetch_output(param + i + kPrefetchAhead, i, /*apply=*/true);
+    if (i + kPrefetchAhead < full) prefetch_output(param + i + kPrefetchAhead, i, /*read_too=*/true);
     const int64_t word = word_offset + (i >> 5);
     __m512 margin[2] = {zero, zero};
     for (int w = 0; w < world; ++w) {  // +-1.0f in rank order: exact, as the portable path
