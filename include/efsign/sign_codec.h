@@ -52,9 +52,9 @@ namespace efsign::codec {
 // arithmetic]). AVX-512 needs only AVX512F.
 enum class Isa { kPortable, kAvx2, kAvx512 };
 
-// Best path this CPU supports (avx512, else avx2, else portable). EFSIGN_ISA=avx512 |
-// avx2 | portable in the environment chooses instead (a UsageError if unknown or
-// unsupported: e.g. to keep 512-bit instructions off a CPU that slows its clock for them).
+// The default path: avx2 if this CPU has it (also where it has AVX-512: from memory,
+// AVX2 measured faster), else avx512, else portable. EFSIGN_ISA=avx512 | avx2 | portable
+// in the environment chooses instead (a UsageError if unknown or unsupported).
 Isa best_isa();
 bool isa_available(Isa isa);
 const char* isa_name(Isa isa);

@@ -99,8 +99,11 @@ EFSIGN_AVX2 void pack_avx2(const float* p, int64_t n, uint32_t* words) {
     if (p[i] >= 0.0f) words[i >> 5] |= (1u << (i & 31));
 }
 
-EFSIGN_AVX2 void decode_avx2(const uint32_t* messages, int world, int64_t message_words, int64_t word_offset,
-                             int64_t scale_index, int64_t n, float* out, DecodeOp op, const float* addend) {
+namespace {
+
+template <DecodeOp kOp>
+EFSIGN_AVX2 void decode_avx2_impl(const uint32_t* messages, int world, int64_t message_words, int64_t word_offset,
+                                  int64_t scale_index, int64_t n, float* out, const float* addend) {
   std::vector<float> scale(2 * static_cast<std::size_t>(world));
   signed_scales(messages, world, message_words, scale_index, scale.data());
   // Bit 8k + j of the word, shifted to bit 31 of lane j of shift[k]: blendv reads only
@@ -115,11 +118,12 @@ EFSIGN_AVX2 void decode_avx2(const uint32_t* messages, int world, int64_t messag
   const __m256 wf = _mm256_set1_ps(static_cast<float>(world));
   const __m256 inv = _mm256_set1_ps(1.0f / static_cast<float>(world));
   const int64_t full = n & ~int64_t{31};
-  const bool stream = op == DecodeOp::kStore && n * 4 >= kStreamMinBytes && reinterpret_cast<uintptr_t>(out) % 32 == 0;
+  const bool stream =
+      kOp == DecodeOp::kStore && n * 4 >= kStreamMinBytes && reinterpret_cast<uintptr_t>(out) % 32 == 0;
   for (int64_t i = 0; i < full; i += 32) {
     if (i + kPrefetchAhead < full) {
-      prefetch_output(out + i + kPrefetchAhead, i, op == DecodeOp::kApply);
-      if (op == DecodeOp::kAdd) prefetch_input(addend + i + kPrefetchAhead);
+      prefetch_output(out + i + kPrefetchAhead, i, kOp == DecodeOp::kApply);
+      if constexpr (kOp == DecodeOp::kAdd) prefetch_input(addend + i + kPrefetchAhead);
     }
     const int64_t word = word_offset + (i >> 5);
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -134,14 +138,29 @@ EFSIGN_AVX2 void decode_avx2(const uint32_t* messages, int world, int64_t messag
     for (int k = 0; k < 4; ++k) {
       const __m256 d = pow2 ? _mm256_mul_ps(acc[k], inv) : _mm256_div_ps(acc[k], wf);
       float* x = out + i + 8 * k;
-      if (op == DecodeOp::kApply) _mm256_storeu_ps(x, _mm256_sub_ps(_mm256_loadu_ps(x), d));
-      else if (op == DecodeOp::kAdd) _mm256_storeu_ps(x, _mm256_add_ps(_mm256_loadu_ps(addend + i + 8 * k), d));
-      else if (stream) _mm256_stream_ps(x, d);
-      else _mm256_storeu_ps(x, d);
+      if constexpr (kOp == DecodeOp::kApply)
+        _mm256_storeu_ps(x, _mm256_sub_ps(_mm256_loadu_ps(x), d));
+      else if constexpr (kOp == DecodeOp::kAdd)
+        _mm256_storeu_ps(x, _mm256_add_ps(_mm256_loadu_ps(addend + i + 8 * k), d));
+      else if (stream)
+        _mm256_stream_ps(x, d);
+      else
+        _mm256_storeu_ps(x, d);
     }
   }
   if (stream) _mm_sfence();  // order the non-temporal stores before anything after us
-  decode_tail(messages, world, message_words, word_offset, scale.data(), full, n, out, op, addend);
+  decode_tail(messages, world, message_words, word_offset, scale.data(), full, n, out, kOp, addend);
+}
+
+}  // namespace
+
+// The operation is a template parameter so that each loop has no branch on it.
+void decode_avx2(const uint32_t* messages, int world, int64_t message_words, int64_t word_offset, int64_t scale_index,
+                 int64_t n, float* out, DecodeOp op, const float* addend) {
+  auto* f = op == DecodeOp::kApply ? &decode_avx2_impl<DecodeOp::kApply>
+            : op == DecodeOp::kAdd ? &decode_avx2_impl<DecodeOp::kAdd>
+                                   : &decode_avx2_impl<DecodeOp::kStore>;
+  f(messages, world, message_words, word_offset, scale_index, n, out, addend);
 }
 
 EFSIGN_AVX2 void vote_avx2(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset, float mean,

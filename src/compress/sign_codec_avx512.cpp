@@ -98,8 +98,11 @@ void compress_avx512(const ElementOp& op, int64_t n, uint32_t* words, L1Lanes& l
   }
 }
 
-EFSIGN_AVX512 void decode_avx512(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset,
-                                 int64_t scale_index, int64_t n, float* out, DecodeOp op, const float* addend) {
+namespace {
+
+template <DecodeOp kOp>
+EFSIGN_AVX512 void decode_avx512_impl(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset,
+                                      int64_t scale_index, int64_t n, float* out, const float* addend) {
   std::vector<float> scale(2 * static_cast<std::size_t>(world));
   signed_scales(blocks, world, stride, scale_index, scale.data());
   // A power-of-two divide equals a multiply by its inverse exactly (see decode_avx2).
@@ -107,11 +110,12 @@ EFSIGN_AVX512 void decode_avx512(const uint32_t* blocks, int world, int64_t stri
   const __m512 wf = _mm512_set1_ps(static_cast<float>(world));
   const __m512 inv = _mm512_set1_ps(1.0f / static_cast<float>(world));
   const int64_t full = n & ~int64_t{31};
-  const bool stream = op == DecodeOp::kStore && n * 4 >= kStreamMinBytes && reinterpret_cast<uintptr_t>(out) % 64 == 0;
+  const bool stream =
+      kOp == DecodeOp::kStore && n * 4 >= kStreamMinBytes && reinterpret_cast<uintptr_t>(out) % 64 == 0;
   for (int64_t i = 0; i < full; i += 32) {
     if (i + kPrefetchAhead < full) {
-      prefetch_output(out + i + kPrefetchAhead, i, op == DecodeOp::kApply);
-      if (op == DecodeOp::kAdd) prefetch_input(addend + i + kPrefetchAhead);
+      prefetch_output(out + i + kPrefetchAhead, i, kOp == DecodeOp::kApply);
+      if constexpr (kOp == DecodeOp::kAdd) prefetch_input(addend + i + kPrefetchAhead);
     }
     const int64_t word = word_offset + (i >> 5);
     __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
@@ -125,14 +129,29 @@ EFSIGN_AVX512 void decode_avx512(const uint32_t* blocks, int world, int64_t stri
     for (int h = 0; h < 2; ++h) {
       const __m512 d = pow2 ? _mm512_mul_ps(acc[h], inv) : _mm512_div_ps(acc[h], wf);
       float* x = out + i + 16 * h;
-      if (op == DecodeOp::kApply) _mm512_storeu_ps(x, _mm512_sub_ps(_mm512_loadu_ps(x), d));
-      else if (op == DecodeOp::kAdd) _mm512_storeu_ps(x, _mm512_add_ps(_mm512_loadu_ps(addend + i + 16 * h), d));
-      else if (stream) _mm512_stream_ps(x, d);
-      else _mm512_storeu_ps(x, d);
+      if constexpr (kOp == DecodeOp::kApply)
+        _mm512_storeu_ps(x, _mm512_sub_ps(_mm512_loadu_ps(x), d));
+      else if constexpr (kOp == DecodeOp::kAdd)
+        _mm512_storeu_ps(x, _mm512_add_ps(_mm512_loadu_ps(addend + i + 16 * h), d));
+      else if (stream)
+        _mm512_stream_ps(x, d);
+      else
+        _mm512_storeu_ps(x, d);
     }
   }
   if (stream) _mm_sfence();  // order the non-temporal stores before anything after us
-  decode_tail(blocks, world, stride, word_offset, scale.data(), full, n, out, op, addend);
+  decode_tail(blocks, world, stride, word_offset, scale.data(), full, n, out, kOp, addend);
+}
+
+}  // namespace
+
+// The operation is a template parameter so that each loop has no branch on it.
+void decode_avx512(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,
+                   int64_t n, float* out, DecodeOp op, const float* addend) {
+  auto* f = op == DecodeOp::kApply ? &decode_avx512_impl<DecodeOp::kApply>
+            : op == DecodeOp::kAdd ? &decode_avx512_impl<DecodeOp::kAdd>
+                                   : &decode_avx512_impl<DecodeOp::kStore>;
+  f(blocks, world, stride, word_offset, scale_index, n, out, addend);
 }
 
 EFSIGN_AVX512 void vote_avx512(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset, float mean,

@@ -123,7 +123,7 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
                   "preempted)", cxxopts::value<int64_t>()->default_value("0"))
     ("check-every", "every N steps, all ranks compare a checksum of their parameters and stop at the first "
                     "difference (0 = only at the end of the run)", cxxopts::value<int64_t>()->default_value("0"))
-    ("isa", "CPU codec path: auto (EFSIGN_ISA if set, else the best this CPU has) | avx512 | avx2 | portable; identical bytes", cxxopts::value<std::string>()->default_value("auto"))
+    ("isa", "CPU codec path: auto (EFSIGN_ISA if set, else avx2 where the CPU has it) | avx512 | avx2 | portable; identical bytes", cxxopts::value<std::string>()->default_value("auto"))
     ("h,help", "print this help");
   // clang-format on
   cxxopts::ParseResult r;
