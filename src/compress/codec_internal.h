@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "efsign/sign_codec.h"
 
@@ -67,6 +68,22 @@ enum class DecodeOp {
   kApply,  // x = x - d (decode_average_apply)
   kAdd,    // out = a + d, a the addend (decode_add: the two-phase server's p = e + d)
 };
+
+// Calls f(wd, mom, ef), each a std::bool_constant saying whether op has that optional
+// part (weight decay, momentum, EF state), so that every path compiles one loop per
+// combination and none branches on them per element.
+template <typename F>
+void with_compress_parts(const ElementOp& op, F&& f) {
+  auto pick = [](bool on, auto&& next) {
+    if (on)
+      next(std::true_type{});
+    else
+      next(std::false_type{});
+  };
+  pick(op.param != nullptr, [&](auto wd) {
+    pick(op.momentum != nullptr, [&](auto mom) { pick(op.state != nullptr, [&](auto ef) { f(wd, mom, ef); }); });
+  });
+}
 
 // Processes elements [begin, n) one at a time, adding into words and lanes.
 void compress_tail(const ElementOp& op, int64_t begin, int64_t n, uint32_t* words, L1Lanes& l1);

@@ -71,17 +71,9 @@ void compress_portable_impl(const ElementOp& op, int64_t n, uint32_t* words, L1L
 }
 
 void compress_portable(const ElementOp& op, int64_t n, uint32_t* words, L1Lanes& l1) {
-  const int key = (op.param ? 4 : 0) | (op.momentum ? 2 : 0) | (op.state ? 1 : 0);
-  switch (key) {
-    case 0: return compress_portable_impl<false, false, false>(op, n, words, l1);
-    case 1: return compress_portable_impl<false, false, true>(op, n, words, l1);
-    case 2: return compress_portable_impl<false, true, false>(op, n, words, l1);
-    case 3: return compress_portable_impl<false, true, true>(op, n, words, l1);
-    case 4: return compress_portable_impl<true, false, false>(op, n, words, l1);
-    case 5: return compress_portable_impl<true, false, true>(op, n, words, l1);
-    case 6: return compress_portable_impl<true, true, false>(op, n, words, l1);
-    default: return compress_portable_impl<true, true, true>(op, n, words, l1);
-  }
+  with_compress_parts(op, [&](auto wd, auto mom, auto ef) {
+    compress_portable_impl<decltype(wd)::value, decltype(mom)::value, decltype(ef)::value>(op, n, words, l1);
+  });
 }
 
 // row[b][j] = bit j of b ? +1.0f : -1.0f.
