@@ -61,6 +61,24 @@ done
 for f in time_ms_median memcpy_ms_median ratio_to_memcpy ratio_min ratio_max; do
   check "codec: field $f" grep -q "\"$f\":[0-9]" "$work/codec.jsonl"
 done
+# bench/plot.py's numbers (its --print mode needs no matplotlib): every sign row is
+# compared with sgdm by its own label (a two-phase row once overwrote the allgather one).
+plot=$(dirname "$0")/../bench/plot.py
+if command -v python3 >/dev/null; then
+  mkdir -p "$work/netem"
+  printf '%s\n' '{"label":"sgdm","optimizer":"sgdm","step_ms":100}' \
+    '{"label":"ef-signsgd","optimizer":"ef-signsgd","step_ms":50}' \
+    '{"label":"ef-signsgd/two-phase","optimizer":"ef-signsgd","step_ms":80}' >"$work/netem/step_W2_1gbit.jsonl"
+  printf '%s\n' '{"optimizer":"sgdm","step_ms":90}' '{"optimizer":"ef-signsgd","step_ms":60}' \
+    >"$work/netem/step_W4_10gbit.jsonl"  # a file from before rows had labels
+  python3 "$plot" --print "$work/netem" >"$work/plot.out" 2>&1
+  cat "$work/plot.out"
+  check "plot.py: W=2 allgather speedup 2.00" grep -qx "2 1gbit allgather 2.00" "$work/plot.out"
+  check "plot.py: W=2 two-phase speedup 1.25" grep -qx "2 1gbit two-phase 1.25" "$work/plot.out"
+  check "plot.py: unlabelled rows read by optimizer" grep -qx "4 10gbit allgather 1.50" "$work/plot.out"
+else
+  echo "SKIPPED plot.py checks: no python3 on this machine (not counted)"
+fi
 rc=0
 "$bench" nonsense >/dev/null 2>&1 || rc=$?
 check "unknown subcommand: exit 2" test "$rc" -eq 2
