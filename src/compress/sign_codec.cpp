@@ -164,9 +164,9 @@ Isa best_isa() {
         throw UsageError(std::string("EFSIGN_ISA: ") + e.what());
       }
     }
-    // AVX2 before AVX-512: from memory (large models, where the codec's time matters)
-    // AVX-512 measured 5-10% slower; in cache it is faster, but there the codec's time
-    // is small anyway (bench/README.md, "codec"). --isa avx512 chooses it.
+    // AVX2 before AVX-512: on gradients that stream from memory (large models, where
+    // the codec's time matters) AVX-512 measured 5-10% slower; in cache it is faster,
+    // but there the codec's time is small anyway (bench/README.md, "codec").
     if (isa_available(Isa::kAvx2)) return Isa::kAvx2;
     return isa_available(Isa::kAvx512) ? Isa::kAvx512 : Isa::kPortable;
   }();
