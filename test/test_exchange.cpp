@@ -21,6 +21,7 @@ using efsign::test::bytes_of;
 using efsign::test::make_params;
 using efsign::test::same_on_all_ranks;
 using efsign::test::world;
+using efsign::codec::float_to_bits;
 
 namespace {
 
@@ -37,12 +38,6 @@ void set_grads(std::vector<at::Tensor>& params, int step, int rank) {
   torch::manual_seed(1000 * step + rank + 7);
   for (std::size_t l = 0; l < params.size(); ++l)
     params[l].mutable_grad() = torch::randn_like(params[l]) * (1.0 + static_cast<double>(l));
-}
-
-uint32_t float_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
 }
 
 // Uneven layers: a large one split across chunks, tiny ones sharing a chunk.
@@ -196,8 +191,8 @@ TEST_CASE("vote: majority of signs times the mean scale; a tie leaves the elemen
   //   rank 0:    +     +     -     -
   //   rank 1:    +     -     -     +
   //   rank 2:    +     -     -     +
-  const std::vector<uint32_t> blocks = {0b0011u, float_bits(1.0f), 0b1001u, float_bits(2.0f),
-                                        0b1001u, float_bits(4.0f)};
+  const std::vector<uint32_t> blocks = {0b0011u, float_to_bits(1.0f), 0b1001u, float_to_bits(2.0f),
+                                        0b1001u, float_to_bits(4.0f)};
   for (codec::Isa isa : {codec::Isa::kPortable, codec::Isa::kAvx2, codec::Isa::kAvx512}) {
   if (!codec::isa_available(isa)) continue;
   INFO(codec::isa_name(isa));
@@ -225,7 +220,8 @@ TEST_CASE("decode_blocks over a message array equals decode_average", "[exchange
   std::vector<uint32_t> msgs(3 * t.message_words());
   for (auto& w : msgs) w = rng();
   for (int r = 0; r < 3; ++r)
-    for (int64_t l = 0; l < 2; ++l) msgs[r * t.message_words() + t.scale_offset_words() + l] = float_bits(0.5f + r + l);
+    for (int64_t l = 0; l < 2; ++l)
+      msgs[r * t.message_words() + t.scale_offset_words() + l] = float_to_bits(0.5f + r + l);
   for (int64_t l = 0; l < 2; ++l) {
     std::vector<float> a(t.size(l)), b(t.size(l));
     codec::decode_average(Span<const uint32_t>(msgs), 3, t, l, Span<float>(a), codec::best_isa());

@@ -134,16 +134,8 @@ void require_bit_exact(const char* what, const std::vector<T>& gpu, const std::v
   REQUIRE(m.empty());
 }
 
-float bits_to_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-uint32_t float_to_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
+using codec::bits_to_float;
+using codec::float_to_bits;
 
 std::vector<k::DeviceLayer> device_layers(const LayerTable& table, const float* grad, float* param, float* momentum,
                                           float* state) {

@@ -41,6 +41,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "efsign/layer_table.h"
@@ -119,6 +120,18 @@ void decode_add(Span<const uint32_t> blocks, int world, int64_t stride, int64_t 
 // that ties do not push every parameter the same way. Every Isa gives the same bytes.
 void vote_apply(Span<const uint32_t> blocks, int world, int64_t stride, int64_t word_offset, int64_t scale_index,
                 Span<float> param, Isa isa);
+
+// A scale travels as the 32 bits of its float (little-endian on the wire).
+inline float bits_to_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline uint32_t float_to_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
 
 // Reads the scale of `layer` from message `rank`.
 float message_scale(Span<const uint32_t> messages, const LayerTable& table, int rank,

@@ -43,18 +43,8 @@ std::vector<Bucket> make_buckets(const LayerTable& table, int64_t bucket_bytes) 
   return out;
 }
 
-namespace {
-float bits_to_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-uint32_t float_to_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-}  // namespace
+using codec::bits_to_float;
+using codec::float_to_bits;
 
 SignExchange::SignExchange(ExchangeKind kind, const LayerTable& table, std::vector<Bucket> buckets,
                            Communicator& comm, codec::Isa isa)

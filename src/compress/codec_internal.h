@@ -25,16 +25,6 @@ struct L1Lanes {
   }
 };
 
-inline float bits_to_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline uint32_t float_to_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
 
 // One element of compress_layer, shared by the portable loop and the SIMD tails.
 struct ElementOp {

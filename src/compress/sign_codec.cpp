@@ -243,7 +243,7 @@ void error_from_state(Span<const float> state, float scale, Span<float> error_ou
 }
 
 float message_scale(Span<const uint32_t> messages, const LayerTable& table, int rank, int64_t layer) {
-  return detail::bits_to_float(messages[rank * table.message_words() + table.scale_offset_words() + layer]);
+  return bits_to_float(messages[rank * table.message_words() + table.scale_offset_words() + layer]);
 }
 
 // Every word and scale that decode_blocks/vote_apply will read lies inside `blocks`.
@@ -304,7 +304,7 @@ void vote_apply(Span<const uint32_t> blocks, int world, int64_t stride, int64_t 
   check_blocks("vote", blocks, world, stride, word_offset, scale_index, n);
   if (n == 0) return;
   float sum = 0.0f;  // rank order, then one IEEE division (Note [bit-exact arithmetic])
-  for (int w = 0; w < world; ++w) sum += detail::bits_to_float(blocks[w * stride + scale_index]);
+  for (int w = 0; w < world; ++w) sum += bits_to_float(blocks[w * stride + scale_index]);
   const float mean = sum / static_cast<float>(world);
 #if defined(__x86_64__) || defined(_M_X64)
   if (isa == Isa::kAvx512) return detail::vote_avx512(blocks.data(), world, stride, word_offset, mean, n, param.data());

@@ -93,17 +93,22 @@ EFSIGN_AVX2 void pack_avx2(const float* p, int64_t n, uint32_t* words) {
 
 namespace {
 
+// shift[k] moves bit 8k + j of a broadcast word to bit 31 (the sign) of lane j, for
+// _mm256_sllv_epi32: decode and vote read the word's bits as blendv masks this way.
+EFSIGN_AVX2 inline void sign_bit_shifts(__m256i shift[4]) {
+  for (int k = 0; k < 4; ++k)
+    shift[k] = _mm256_setr_epi32(31 - 8 * k, 30 - 8 * k, 29 - 8 * k, 28 - 8 * k, 27 - 8 * k, 26 - 8 * k,
+                                 25 - 8 * k, 24 - 8 * k);
+}
+
 template <DecodeOp kOp>
 EFSIGN_AVX2 void decode_avx2_impl(const uint32_t* messages, int world, int64_t message_words, int64_t word_offset,
                                   int64_t scale_index, int64_t n, float* out, const float* addend) {
   std::vector<float> scale(2 * static_cast<std::size_t>(world));
   signed_scales(messages, world, message_words, scale_index, scale.data());
-  // Bit 8k + j of the word, shifted to bit 31 of lane j of shift[k]: blendv reads only
-  // that bit, so it picks +s_w for a set bit and -s_w (sign bit flipped) for a clear one.
+  // blendv reads only bit 31 of each lane: +s_w for a set bit, -s_w for a clear one.
   __m256i shift[4];
-  for (int k = 0; k < 4; ++k)
-    shift[k] = _mm256_setr_epi32(31 - 8 * k, 30 - 8 * k, 29 - 8 * k, 28 - 8 * k, 27 - 8 * k, 26 - 8 * k,
-                                 25 - 8 * k, 24 - 8 * k);
+  sign_bit_shifts(shift);
   // Dividing by a power of two equals multiplying by its inverse exactly (both are
   // the correctly rounded value of the same real number), and a multiply is cheaper.
   const bool pow2 = (world & (world - 1)) == 0;
@@ -157,10 +162,8 @@ void decode_avx2(const uint32_t* messages, int world, int64_t message_words, int
 
 EFSIGN_AVX2 void vote_avx2(const uint32_t* blocks, int world, int64_t stride, int64_t word_offset, float mean,
                            int64_t n, float* param) {
-  __m256i shift[4];  // as in decode_avx2: bit 8k + j of the word to bit 31 of lane j
-  for (int k = 0; k < 4; ++k)
-    shift[k] = _mm256_setr_epi32(31 - 8 * k, 30 - 8 * k, 29 - 8 * k, 28 - 8 * k, 27 - 8 * k, 26 - 8 * k,
-                                 25 - 8 * k, 24 - 8 * k);
+  __m256i shift[4];
+  sign_bit_shifts(shift);
   const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f), minus_one = _mm256_set1_ps(-1.0f);
   const __m256 up = _mm256_set1_ps(mean), down = _mm256_set1_ps(-mean);
   const int64_t full = n & ~int64_t{31};
