@@ -28,7 +28,7 @@ for f in method elements bytes_per_rank wire_bytes_per_rank time_ms_median algbw
   check "comm: field $f" grep -q "\"$f\":" "$work/comm.jsonl"
 done
 # 31 elements: 1 word + 1 scale = 8 bytes compressed, 124 bytes fp32.
-check "comm: bytes of 31 elements" grep -q '"method":"compressed","elements":31,"world":2,"backend":"mpi","bytes_per_rank":8,' "$work/comm.jsonl"
+check "comm: bytes of 31 elements" grep -Eq '"method":"compressed","elements":31,"world":2,"backend":"mpi","codec":"cpu [a-z0-9]+","bytes_per_rank":8,' "$work/comm.jsonl"
 rc=0
 timeout 120 $mpirun -np 2 "$bench" step --model mlp --steps 2 --warmup 1 --json "$work/step.jsonl" >"$work/step.out" 2>&1 || rc=$?
 cat "$work/step.out"

@@ -8,7 +8,9 @@ mpirun=$2
 work=$(mktemp -d /tmp/efsign-fault-XXXXXX)
 trap 'rm -rf "$work"; [ -n "${job:-}" ] && kill -9 "$job" 2>/dev/null' EXIT
 start=$(date +%s)
-$mpirun -np 3 "$train" --dataset synthetic --model mlp --epochs 1000 --progress off \
+# A tag in the ranks' environment tells this job's ranks from any other efsign-train.
+export EFSIGN_TEST_TAG="fault-$$"
+$mpirun -x EFSIGN_TEST_TAG -np 3 "$train" --dataset synthetic --model mlp --epochs 1000 --progress off \
   >"$work/out" 2>"$work/err" &
 job=$!
 # Wait until training runs (the header is printed after set-up), then find rank 1.
@@ -16,7 +18,10 @@ victim=""
 for _ in $(seq 1 300); do
   if grep -q "^  data:" "$work/out" 2>/dev/null; then
     for p in $(pgrep -f "$train"); do
-      if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then victim=$p; fi
+      env=$(tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null)
+      if grep -qx "OMPI_COMM_WORLD_RANK=1" <<<"$env" && grep -qx "EFSIGN_TEST_TAG=$EFSIGN_TEST_TAG" <<<"$env"; then
+        victim=$p
+      fi
     done
     [ -n "$victim" ] && break
   fi

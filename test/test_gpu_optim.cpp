@@ -9,7 +9,7 @@
 #include <cuda_runtime_api.h>
 
 #include "efsign/models.h"
-#include "efsign/nccl_communicator.h"
+#include "efsign/transport.h"
 #include "efsign/optimizer.h"
 #include "test_util.h"
 
@@ -35,7 +35,7 @@ TEST_CASE("one-rank NCCL training matches the CPU run of the same MLP steps", "[
   }
   auto& comm = test::world();
   REQUIRE(comm.size() == 1);
-  NcclCommunicator nccl(comm, 0, 60.0);
+  auto nccl = make_data_communicator(comm, TransportOptions{Transport::kNccl, 0, 60.0});
   struct Case {
     OptimizerKind kind;
     ExchangeKind exchange;
@@ -55,8 +55,8 @@ TEST_CASE("one-rank NCCL training matches the CPU run of the same MLP steps", "[
     cfg.lr = kind == OptimizerKind::kSignum ? 1e-3 : 0.05;
     cfg.weight_decay = 5e-4;
     cfg.exchange = c.exchange;
-    auto cpu_opt = make_optimizer(cpu->parameters(), comm, comm, cfg);
-    auto gpu_opt = make_optimizer(gpu->parameters(), nccl, comm, cfg);
+    auto cpu_opt = make_optimizer(cpu->parameters(), test::world_ptr(), test::world_ptr(), cfg);
+    auto gpu_opt = make_optimizer(gpu->parameters(), nccl, test::world_ptr(), cfg);
     torch::manual_seed(2);
     for (int t = 0; t < 5; ++t) {
       at::Tensor x = torch::randn({32, 1, 28, 28});
@@ -88,7 +88,7 @@ TEST_CASE("--overlap on the GPU: buckets start during backward and the result is
   }
   auto& comm = test::world();
   REQUIRE(comm.size() == 1);
-  NcclCommunicator nccl(comm, 0, 60.0);
+  auto nccl = make_data_communicator(comm, TransportOptions{Transport::kNccl, 0, 60.0});
   for (ExchangeKind ex : {ExchangeKind::kAllgather, ExchangeKind::kVote}) {
     INFO("exchange " << exchange_kind_name(ex));
     std::vector<at::Tensor> result[2];
@@ -103,7 +103,7 @@ TEST_CASE("--overlap on the GPU: buckets start during backward and the result is
       cfg.exchange = ex;
       cfg.overlap = overlap == 1;
       cfg.bucket_bytes = 4 << 10;  // three buckets for the MLP
-      auto opt = make_optimizer(gpu->parameters(), nccl, comm, cfg);
+      auto opt = make_optimizer(gpu->parameters(), nccl, test::world_ptr(), cfg);
       torch::manual_seed(2);
       for (int t = 0; t < 5; ++t) {
         at::Tensor x = torch::randn({32, 1, 28, 28}).cuda();

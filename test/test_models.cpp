@@ -111,7 +111,7 @@ TEST_CASE("resnet18 with ef-signsgd: replicas' parameters stay bit-identical", "
   OptimizerConfig cfg;
   cfg.kind = OptimizerKind::kEfSignSgd;
   cfg.lr = 0.01;
-  auto opt = make_optimizer(model->parameters(), comm, comm, cfg);
+  auto opt = make_optimizer(model->parameters(), test::world_ptr(), test::world_ptr(), cfg);
   torch::manual_seed(100 + comm.rank());  // every rank sees different data
   for (int t = 0; t < 3; ++t) {
     at::Tensor x = torch::randn({4, 3, 32, 32});

@@ -35,7 +35,7 @@ void set_grad(at::Tensor& p, const at::Tensor& g) { p.mutable_grad() = g.clone()
 }  // namespace
 
 TEST_CASE("one rank, no weight decay: x_t - e_t equals plain SGD's iterate (virtual iterate)", "[optim]") {
-  SelfCommunicator self;
+  auto self = std::make_shared<SelfCommunicator>();
   auto params = make_params({1000, 37, 3}, 1);
   std::vector<at::Tensor> x0, sgd;
   for (auto& p : params) x0.push_back(p.detach().clone());
@@ -65,7 +65,7 @@ TEST_CASE("one rank, no weight decay: x_t - e_t equals plain SGD's iterate (virt
 }
 
 TEST_CASE("without error feedback (signsgd) the iterate leaves SGD's path", "[optim]") {
-  SelfCommunicator self;
+  auto self = std::make_shared<SelfCommunicator>();
   auto params = make_params({1000}, 1);
   at::Tensor sgd = params[0].detach().clone();
   auto opt = make_optimizer(params, self, self, config(OptimizerKind::kSignSgd, 0.1));
@@ -85,7 +85,7 @@ TEST_CASE("counterexample 1: f(x) = x/4 on [-1,1]; sign SGD goes the wrong way, 
   // Delta = lr * sign(g)) moves +lr/2 per step in expectation. For d = 1 the scaled sign
   // compressor is exact, so EF-SignSGD behaves like SGD and reaches x* = -1.
   auto run = [](OptimizerKind kind) {
-    SelfCommunicator self;
+    auto self = std::make_shared<SelfCommunicator>();
     std::vector<at::Tensor> params{torch::zeros({1}).requires_grad_(true)};
     auto opt = make_optimizer(params, self, self, config(kind, 0.01, /*momentum=*/0.0));
     std::mt19937 rng(3);
@@ -116,7 +116,7 @@ TEST_CASE("counterexample 2: signSGD stays on x1 + x2 = 2, EF-SignSGD reaches th
     return eps * std::fabs(a + b) + std::fabs(a - b);
   };
   auto run = [&](OptimizerKind kind, float* sum_drift) {
-    SelfCommunicator self;
+    auto self = std::make_shared<SelfCommunicator>();
     std::vector<at::Tensor> params{torch::ones({2}).requires_grad_(true)};
     auto opt = make_optimizer(params, self, self, config(kind, 0.1, 0.0));
     float drift = 0;
@@ -142,7 +142,7 @@ TEST_CASE("counterexample 2: signSGD stays on x1 + x2 = 2, EF-SignSGD reaches th
 }
 
 TEST_CASE("bad optimizer settings are clear errors", "[optim]") {
-  SelfCommunicator self;
+  auto self = std::make_shared<SelfCommunicator>();
   auto params = make_params({10}, 1);
   CHECK_THROWS_AS(make_optimizer(params, self, self, config(OptimizerKind::kSgdm, -0.1)), UsageError);
   CHECK_THROWS_AS(make_optimizer(params, self, self, config(OptimizerKind::kSgdm, 0.1, 1.5)), UsageError);
@@ -151,7 +151,7 @@ TEST_CASE("bad optimizer settings are clear errors", "[optim]") {
 }
 
 TEST_CASE("bytes handed to the communicator: the wire format for signs, 4 bytes a parameter for sgdm", "[optim]") {
-  SelfCommunicator self;
+  auto self = std::make_shared<SelfCommunicator>();
   for (auto kind : {OptimizerKind::kSgdm, OptimizerKind::kSignSgd, OptimizerKind::kSignum, OptimizerKind::kEfSignSgd}) {
     auto params = make_params({100000, 33, 1}, 1);
     auto opt = make_optimizer(params, self, self, config(kind, 0.01));
@@ -161,7 +161,7 @@ TEST_CASE("bytes handed to the communicator: the wire format for signs, 4 bytes 
                                                       : 4 * (3125 + 2 + 1) + 4 * 3;
     CHECK(opt->last_step().bytes_sent == want);
     CHECK(opt->last_step().calls == 1);
-    CHECK(opt->wire_bytes_per_step() == want);
+    CHECK(opt->handed_bytes_per_step() == want);
   }
 }
 
@@ -172,7 +172,7 @@ TEST_CASE("after 50 steps of each optimizer every replica is bit-identical", "[m
     torch::manual_seed(5);
     auto model = make_model("mlp", ModelSpec{});
     const auto before = bytes_of(model->parameters());
-    auto opt = make_optimizer(model->parameters(), comm, comm, config(kind, 0.01, 0.9, 5e-4));
+    auto opt = make_optimizer(model->parameters(), test::world_ptr(), test::world_ptr(), config(kind, 0.01, 0.9, 5e-4));
     torch::manual_seed(100 + comm.rank());  // every rank sees different data
     for (int t = 0; t < 50; ++t) {
       at::Tensor x = torch::randn({16, 1, 28, 28});
@@ -195,8 +195,8 @@ TEST_CASE("sgdm over W ranks equals single-process SGD on the concatenated batch
   auto dist = make_model("mlp", ModelSpec{});
   torch::manual_seed(9);
   auto ref = make_model("mlp", ModelSpec{});
-  auto opt = make_optimizer(dist->parameters(), comm, comm, config(OptimizerKind::kSgdm, 0.05, 0.9, 5e-4));
-  SelfCommunicator self;
+  auto opt = make_optimizer(dist->parameters(), test::world_ptr(), test::world_ptr(), config(OptimizerKind::kSgdm, 0.05, 0.9, 5e-4));
+  auto self = std::make_shared<SelfCommunicator>();
   auto ref_opt = make_optimizer(ref->parameters(), self, self, config(OptimizerKind::kSgdm, 0.05, 0.9, 5e-4));
   torch::manual_seed(10);  // same global batches on every rank
   for (int t = 0; t < 10; ++t) {
@@ -221,9 +221,9 @@ TEST_CASE("sgdm over W ranks equals single-process SGD on the concatenated batch
 TEST_CASE("a layer table that differs across ranks is an error on every rank", "[mpi][optim]") {
   auto& comm = test::world();
   auto params = make_params({100, comm.rank() == 1 ? int64_t{7} : int64_t{8}}, 1);
-  CHECK_THROWS_AS(make_optimizer(params, comm, comm, config(OptimizerKind::kEfSignSgd, 0.1)), AgreedError);
+  CHECK_THROWS_AS(make_optimizer(params, test::world_ptr(), test::world_ptr(), config(OptimizerKind::kEfSignSgd, 0.1)), AgreedError);
   auto same = make_params({100, 8}, 1);
-  CHECK_NOTHROW(make_optimizer(same, comm, comm, config(OptimizerKind::kEfSignSgd, 0.1)));
+  CHECK_NOTHROW(make_optimizer(same, test::world_ptr(), test::world_ptr(), config(OptimizerKind::kEfSignSgd, 0.1)));
 }
 
 TEST_CASE("a NaN in one rank's gradient: every rank skips the step, replicas stay identical", "[mpi][optim]") {
@@ -232,7 +232,7 @@ TEST_CASE("a NaN in one rank's gradient: every rank skips the step, replicas sta
     INFO("optimizer " << optimizer_name(kind));
     torch::manual_seed(5);
     auto model = make_model("mlp", ModelSpec{});
-    auto opt = make_optimizer(model->parameters(), comm, comm, config(kind, 0.01));
+    auto opt = make_optimizer(model->parameters(), test::world_ptr(), test::world_ptr(), config(kind, 0.01));
     torch::manual_seed(100 + comm.rank());
     int skipped = 0;
     for (int t = 0; t < 6; ++t) {
@@ -270,7 +270,7 @@ TEST_CASE("--on-nonfinite abort: every rank raises the same AgreedError", "[mpi]
   auto params = make_params({100, 7}, 1);
   OptimizerConfig cfg = config(OptimizerKind::kEfSignSgd, 0.1);
   cfg.on_nonfinite = NonFinitePolicy::kAbort;
-  auto opt = make_optimizer(params, comm, comm, cfg);
+  auto opt = make_optimizer(params, test::world_ptr(), test::world_ptr(), cfg);
   for (auto& p : params) set_grad(p, torch::ones_like(p));
   if (comm.rank() == 0) params[1].mutable_grad()[2] = std::numeric_limits<float>::infinity();
   CHECK_THROWS_WITH(opt->step(), Catch::Contains("non-finite gradient (NaN or Inf) on rank 0 in layer 1"));

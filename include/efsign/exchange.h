@@ -1,9 +1,10 @@
-// efsign/exchange.h — how the sign family's messages travel and come back as an update.
+// efsign/exchange.h — how one step's gradients travel and come back as an update.
 //
-// The optimizer compresses each layer into the outgoing message (words_of/set_scale),
-// SignExchange moves it (exchange), and turns what came back into the update (apply).
-// It knows layers, words and scales, not tensors, so the benchmark runs the very same
-// code as the trainer. Three exchanges:
+// SignExchange compresses each layer into the outgoing message through a codec, moves
+// it over a communicator, and turns what came back into the update; DenseExchange does
+// the same for the fp32 baseline. They know layers, words and scales, not tensors or
+// devices, so the benchmark and the tests run the very same code as the trainer, on
+// the host codec or the CUDA codec alike. The sign family's three exchanges:
 //
 //   allgather   every rank receives every rank's message; x -= (1/W) sum_w s_w sign_w.
 //               Each rank receives (W-1) d/8 bytes: the saving over an fp32 ring
@@ -37,17 +38,18 @@
 //   Wire bytes of rank r per step, summed over buckets b:
 //       sum_{c != r} 4 len(b, c)  +  (W - 1) 4 len(b, r)  ~=  2 (W-1)/W d/8
 //   With W = 1 this is allgather bit for bit: a = +-s, e = 0, p = a, mean |p| = s exactly.
-//   e' is committed only when the step is applied (commit()); a skipped step leaves e
+//   e' is committed only when the step is applied (apply()); a skipped step leaves e
 //   as it was, since the workers keep their whole p and will send it again.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "efsign/codec.h"
 #include "efsign/communicator.h"
 #include "efsign/layer_table.h"
-#include "efsign/sign_codec.h"
 
 namespace efsign {
 
@@ -70,8 +72,7 @@ constexpr int64_t kDefaultBucketBytes = int64_t{25} << 20;
 // `bucket_bytes` of fp32 gradient. bucket_bytes <= 0: one bucket of every layer.
 std::vector<Bucket> make_buckets(const LayerTable& table, int64_t bucket_bytes);
 
-// Note [two-phase]'s layout, from the layer table alone: the CPU exchange below and
-// the CUDA optimizer both build on it.
+// Note [two-phase]'s layout, from the layer table alone.
 struct TwoPhaseLayout {
   struct Segment {
     int64_t layer, chunk;
@@ -104,61 +105,165 @@ struct TwoPhaseLayout {
   int64_t wire_bytes() const;
 };
 
-class SignExchange {
+// One optimizer step's communication over ANY communicator and ANY codec (host or
+// CUDA, efsign/codec.h). The optimizer binds its per-layer buffers once, points the
+// grads every step (set_grad), then:
+//   run(0), run(1), ...  encode bucket b's gradients and exchange them (collective;
+//                        every rank runs the buckets in the same order)
+//   finish()             "" if the step is finite everywhere, else why (the same
+//                        string on every rank); the step's one host wait
+//   apply()              the update, for every layer (not called for a skipped step)
+// Buffers live in codec memory. When the communicator cannot reach it (a CUDA codec
+// with an MPI communicator) every buffer it moves goes through pinned host staging
+// buffers: copied down before the collective and up after it. With a device
+// communicator (NCCL) the codec queues its work on the communicator's stream, so a
+// step waits on the host only in finish(). wait_for/signal order the codec's stream
+// after / before the caller's compute stream (no-ops for the host codec).
+class GradientExchange {
  public:
-  SignExchange(ExchangeKind kind, const LayerTable& table, std::vector<Bucket> buckets, Communicator& comm,
-               codec::Isa isa);
+  virtual ~GradientExchange();
+  GradientExchange(const GradientExchange&) = delete;
+  GradientExchange& operator=(const GradientExchange&) = delete;
 
-  ExchangeKind kind() const { return kind_; }
+  const LayerTable& table() const { return table_; }
   const std::vector<Bucket>& buckets() const { return buckets_; }
   int bucket_of(int64_t layer) const { return bucket_of_[layer]; }
-  // Where the caller compresses layer l before exchange(bucket_of(l)).
-  Span<uint32_t> words_of(int64_t layer);
-  void set_scale(int64_t layer, float scale);
+  Communicator& communicator() { return *comm_; }
+  Codec& codec() { return *codec_; }
 
-  // Collective: exchanges bucket b. Every rank calls it for b = 0, 1, ... in order.
-  void exchange(int b);
-  // After every bucket's exchange: "" if every scale that came back is finite, else
-  // why not; the same string on every rank (all ranks hold the same scales).
-  std::string nonfinite_reason() const;
-  // After every bucket's exchange: param = param - (layer l's update).
-  void apply(int64_t layer, Span<float> param);
-  // Two-phase: the step was applied, commit the server error e' (no-op otherwise).
-  void commit();
-
-  // Two-phase server error over this rank's chunk (empty otherwise), for checkpoints.
-  Span<float> server_error() { return Span<float>(err_); }
-  void reset();  // zeroes the server error
+  void set_grad(int64_t layer, const float* grad);
+  void wait_for(void* stream);
+  void signal(void* stream);
+  virtual void run(int b) = 0;
+  virtual std::string finish() = 0;
+  virtual void apply() = 0;
 
   // Bytes this rank hands to the communicator / puts on the wire per step (formulas
   // from the layout; the communicator's counters measure the same from the buffers).
-  int64_t handed_bytes_per_step() const;
-  int64_t wire_bytes_per_step() const;
-  // Milliseconds of server work (two-phase decode + re-compress) since the last call.
-  double take_server_ms();
-  std::string describe() const;
+  virtual int64_t handed_bytes_per_step() const = 0;
+  virtual int64_t wire_bytes_per_step() const = 0;
+  virtual std::string describe() const = 0;
 
- private:
-  struct BucketBuffers {
-    int64_t word_begin = 0, words = 0;  // flat words of the bucket
-    std::vector<uint32_t> message;      // words + one scale per layer
-    std::vector<uint32_t> recv;         // allgather/vote: W messages
-    std::vector<uint32_t> to_servers, from_workers, served, gathered;  // two-phase
+  // What run() and finish() measured since the last call: milliseconds of encoding
+  // (compress, or copying into the flat buffer; with the two-phase server's work) and
+  // of communication, and the communicator's counters over the collectives.
+  struct Totals {
+    double encode_ms = 0, comm_ms = 0;
+    int64_t bytes_sent = 0, wire_bytes = 0, calls = 0;
   };
+  Totals take_totals();
 
-  void exchange_two_phase(int b);
+ protected:
+  GradientExchange(const LayerTable& table, std::vector<Bucket> buckets, std::shared_ptr<Communicator> comm,
+                   std::shared_ptr<Codec> codec);
+  // A buffer the codec writes or reads and the communicator moves: codec memory, plus
+  // a host staging copy when the communicator cannot reach codec memory.
+  struct Staged {
+    CodecBuffer dev, host;
+    int64_t bytes = 0;
+    template <typename T>
+    T* codec_side() const { return dev.get<T>(); }
+    template <typename T>
+    T* comm_side() const { return host.get() ? host.get<T>() : dev.get<T>(); }
+    Span<const std::byte> send_bytes() const { return {comm_side<const std::byte>(), static_cast<std::size_t>(bytes)}; }
+    Span<std::byte> recv_bytes() const { return {comm_side<std::byte>(), static_cast<std::size_t>(bytes)}; }
+  };
+  Staged make_staged(int64_t bytes);
+  void down(const Staged& s);  // the codec's result, to where the communicator reads it
+  void up(const Staged& s);    // what the communicator wrote, to where the codec reads it
+  // Runs one collective, adding the communicator's counters to the totals.
+  template <typename Fn>
+  void collective(Fn&& call) {
+    const int64_t bytes0 = comm_->bytes_sent(), wire0 = comm_->wire_bytes(), calls0 = comm_->calls();
+    call();
+    totals_.bytes_sent += comm_->bytes_sent() - bytes0;
+    totals_.wire_bytes += comm_->wire_bytes() - wire0;
+    totals_.calls += comm_->calls() - calls0;
+  }
+  enum class Phase { kEncode, kComm };
+  void start_timing();
+  void lap(Phase phase);  // the time since the last mark belongs to `phase`
+  void end_timing();      // adds the laps to the totals (after the step's host wait)
+  // The step's host wait for a device communicator (its stream is the codec's).
+  void synchronize(const char* what);
+  LayerSet& compress_set(int b) { return *sets_[b]; }
+  void set_compress_sets(std::vector<std::unique_ptr<LayerSet>> sets) { sets_ = std::move(sets); }
 
-  ExchangeKind kind_;
   LayerTable table_;
   std::vector<Bucket> buckets_;
   std::vector<int> bucket_of_;
-  Communicator& comm_;
-  codec::Isa isa_;
-  int world_, rank_;
-  std::vector<BucketBuffers> bb_;
-  TwoPhaseLayout tp_;
-  std::vector<float> err_, p_;  // two-phase server state over this rank's chunk
-  double server_ms_ = 0;
+  std::shared_ptr<Communicator> comm_;
+  std::shared_ptr<Codec> codec_;
+  int world_ = 1, rank_ = 0;
+  bool staged_ = false;       // messages go through host staging buffers
+  bool device_comm_ = false;  // the communicator moves codec (device) memory on its stream
+  Totals totals_;
+
+ private:
+  struct Timing;
+  std::unique_ptr<Timing> timing_;
+  std::vector<std::unique_ptr<LayerSet>> sets_;  // per bucket: the layers run(b) encodes
+};
+
+// The sign family: allgather, two-phase or vote (above). bind(): layers[l] holds
+// layer l's param, momentum and state (grad and offsets are ignored), prev_scales L
+// floats (the scale each layer sent last, read and written by compress), server_error
+// server_elems() floats for two-phase (nullptr otherwise), all in codec memory and
+// alive as long as the exchange.
+class SignExchange final : public GradientExchange {
+ public:
+  SignExchange(ExchangeKind kind, const LayerTable& table, std::vector<Bucket> buckets,
+               std::shared_ptr<Communicator> comm, std::shared_ptr<Codec> codec);
+  ~SignExchange() override;
+
+  ExchangeKind kind() const { return kind_; }
+  int64_t server_elems() const { return layout_.server_elems; }
+  void bind(const std::vector<CodecLayer>& layers, float* prev_scales, float* server_error);
+  void set_params(const codec::CompressParams& params) { params_ = params; }
+
+  void run(int b) override;
+  std::string finish() override;
+  void apply() override;  // and commits the two-phase server error
+  int64_t handed_bytes_per_step() const override;
+  int64_t wire_bytes_per_step() const override;
+  std::string describe() const override;
+
+ private:
+  struct BucketBuffers;
+  ExchangeKind kind_;
+  TwoPhaseLayout layout_;
+  codec::CompressParams params_;
+  std::vector<BucketBuffers> bufs_;
+  std::vector<uint32_t> verdict_;  // W*L scales (allgather, vote), one per segment (two-phase)
+  CodecBuffer verdict_dev_, verdict_host_;
+  float* prev_scales_ = nullptr;
+  CodecBuffer server_p_;  // two-phase: p = e + average over this rank's chunk
+};
+
+// The uncompressed baseline (sgdm, optimizer.h): every bucket's gradients are copied
+// into one flat fp32 buffer and summed by ONE allreduce; apply() divides by W and runs
+// momentum SGD. finish() checks the summed gradient (identical bytes on every rank).
+// bind(): layers[l] holds layer l's param and momentum (codec memory).
+class DenseExchange final : public GradientExchange {
+ public:
+  DenseExchange(const LayerTable& table, std::vector<Bucket> buckets, std::shared_ptr<Communicator> comm,
+                std::shared_ptr<Codec> codec);
+  ~DenseExchange() override;
+
+  void bind(const std::vector<CodecLayer>& layers);
+  void set_params(const SgdmParams& params) { params_ = params; }
+
+  void run(int b) override;
+  std::string finish() override;
+  void apply() override;
+  int64_t handed_bytes_per_step() const override;
+  int64_t wire_bytes_per_step() const override;
+  std::string describe() const override;
+
+ private:
+  SgdmParams params_;
+  Staged flat_;  // every layer's gradient, bucket by bucket in layer order (elem_offset)
+  std::vector<std::unique_ptr<LayerSet>> update_sets_;
 };
 
 }  // namespace efsign

@@ -19,12 +19,14 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
 
+#include "efsign/codec.h"
 #include "efsign/communicator.h"
 #include "efsign/exchange.h"
 #include "efsign/layer_table.h"
@@ -47,12 +49,15 @@ struct OptimizerConfig {
   double lr = 0.01;
   double momentum = 0.9;  // sgdm and signum only
   double weight_decay = 0.0;
-  codec::Isa isa = codec::best_isa();
+  // The host codec's path; unset: codec::best_isa() (EFSIGN_ISA, else the CPU's best)
+  // when the optimizer is made. Ignored for parameters on a GPU.
+  std::optional<codec::Isa> isa;
   NonFinitePolicy on_nonfinite = NonFinitePolicy::kSkip;
   // Sign family only (sgdm always allreduces fp32): efsign/exchange.h.
   ExchangeKind exchange = ExchangeKind::kAllgather;
-  // Compress and exchange buckets of `bucket_bytes` fp32 on a communication thread as
-  // soon as backward has produced their gradients (CPU sign family). Same bits as without.
+  // Encode and exchange buckets of `bucket_bytes` fp32 as soon as backward has produced
+  // their gradients (a communication thread; on a GPU its kernels queue on their own
+  // stream). The same bits as without for the sign family (and for sgdm at W = 2).
   bool overlap = false;
   int64_t bucket_bytes = kDefaultBucketBytes;
 };
@@ -62,12 +67,12 @@ struct StepStats {
   int64_t bytes_sent = 0;  // bytes handed to the communicator by this rank
   int64_t wire_bytes = 0;  // bytes this rank put on the network (communicator.h's model)
   int64_t calls = 0;       // collectives issued
-  // compress_ms includes the two-phase server's decode + re-compress. With --overlap,
-  // compress_ms and comm_ms ran on the communication thread (mostly during backward)
-  // and wait_ms is what step() itself waited for the buckets still in flight. On the
-  // CUDA path with --overlap, compress runs on the NCCL stream and is not timed
-  // apart: compress_ms is 0 and comm_ms is the GPU-side wait; on the CUDA two-phase
-  // path the server's work is inside comm_ms.
+  // compress_ms: encoding (compress, or the copy into sgdm's flat buffer, with the
+  // two-phase server's decode + re-compress); comm_ms: the collectives (with staging
+  // copies). With --overlap both ran on the communication thread (mostly during
+  // backward) and wait_ms is what step() itself waited for the buckets still in flight.
+  // On a GPU they are measured with CUDA events; update_ms is then the host's time to
+  // queue the update (its kernels finish on the GPU after step() returns).
   double compress_ms = 0, comm_ms = 0, update_ms = 0, wait_ms = 0;
   int64_t buckets = 1;                      // exchanges (buckets) this step
   int64_t buckets_started_in_backward = 0;  // --overlap: started before step() was called
@@ -80,26 +85,31 @@ struct StepStats {
 
 class DistributedOptimizer {
  public:
-  virtual ~DistributedOptimizer() = default;
+  virtual ~DistributedOptimizer();
+  DistributedOptimizer(const DistributedOptimizer&) = delete;
+  DistributedOptimizer& operator=(const DistributedOptimizer&) = delete;
 
   // Collective: every rank calls it once per step, after backward. Reads each
   // parameter's grad (a missing grad counts as zeros), exchanges, updates in place.
-  virtual void step() = 0;
+  void step();
 
   OptimizerKind kind() const { return config_.kind; }
   double lr() const { return config_.lr; }
-  void set_lr(double lr) { config_.lr = lr; }
+  // Takes effect from the next bucket encoded (with --overlap: the next backward).
+  void set_lr(double lr);
   const OptimizerConfig& config() const { return config_; }
   const LayerTable& layers() const { return table_; }
   const StepStats& last_step() const { return stats_; }
+  const Codec& codec() const { return *codec_; }
   // Human-readable exchange, e.g. "allgather of packed signs (mpi)".
-  virtual std::string exchange_name() const = 0;
-  // Bytes this rank hands the communicator per step, from the buffers' sizes.
-  virtual int64_t wire_bytes_per_step() const = 0;
+  std::string exchange_name() const;
+  // Bytes this rank hands to the communicator per step, from the buffers' sizes.
+  int64_t handed_bytes_per_step() const;
   // Bytes this rank puts on the network per step (ring model, communicator.h).
-  virtual int64_t network_bytes_per_step() const = 0;
+  int64_t wire_bytes_per_step() const;
 
-  // Rank-local optimizer state (EF state, momentum), named per layer; for checkpoints.
+  // Rank-local optimizer state (EF state and scales, momentum, the two-phase server
+  // error), named per layer, on the parameters' device; for checkpoints.
   virtual std::vector<std::pair<std::string, at::Tensor>> state_tensors() = 0;
   // Zeroes all optimizer state (error and momentum), as the reference code's restart.
   virtual void reset_state() = 0;
@@ -107,34 +117,45 @@ class DistributedOptimizer {
   virtual std::vector<at::Tensor> error_buffers() const { return {}; }
 
  protected:
-  DistributedOptimizer(std::vector<at::Tensor> params, Communicator& data, HostCommunicator& control,
-                       OptimizerConfig config);
-  // grad of layer l as a contiguous float tensor (zeros if the parameter has none).
-  at::Tensor grad_of(int64_t l);
-  // After the exchange: `scales` holds W rows of L scales (row w = rank w's). Returns
-  // true (and fills stats_) if the step must be skipped; throws AgreedError on every
-  // rank under NonFinitePolicy::kAbort.
-  bool nonfinite_verdict(const std::vector<float>& scales);
-  // The same, given the reason ("" = all finite), as SignExchange::nonfinite_reason().
-  bool nonfinite_verdict(const std::string& reason);
-  // For sgdm: `finite` says whether the averaged gradient was finite.
-  bool nonfinite_verdict_dense(bool finite);
-  // Appends ("prefix.l", tensors[l]) for every layer l (state_tensors() helpers).
-  static void add_named(std::vector<std::pair<std::string, at::Tensor>>& out, const char* prefix,
-                        const std::vector<at::Tensor>& tensors);
-  static void zero_all(std::vector<at::Tensor>& tensors);
+  DistributedOptimizer(std::vector<at::Tensor> params, std::shared_ptr<Communicator> data,
+                       std::shared_ptr<HostCommunicator> control, OptimizerConfig config, std::shared_ptr<Codec> codec);
+  // The subclass hands over its exchange, bound to its buffers; overlap starts here.
+  void start(std::unique_ptr<GradientExchange> exchange);
+  // The config's learning rate, momentum and weight decay into the exchange; called by
+  // start() and set_lr().
+  virtual void push_params() = 0;
+  virtual void skip_step() = 0;     // what a skipped step does to the state
+  // layer l's buffers as the codec sees them (param; no grad yet).
+  CodecLayer codec_layer(int64_t l) const;
 
   std::vector<at::Tensor> params_;
-  Communicator& data_;
-  HostCommunicator& control_;
+  std::shared_ptr<Communicator> data_;
+  std::shared_ptr<HostCommunicator> control_;
+  std::shared_ptr<Codec> codec_;
   OptimizerConfig config_;
   LayerTable table_;
   StepStats stats_;
+
+ private:
+  void run_bucket(int b);  // on the caller's thread, or on the communication thread
+  bool nonfinite_verdict(const std::string& reason);
+
+  std::unique_ptr<GradientExchange> exchange_;
+  std::vector<at::Tensor> grads_;  // this step's gradients, alive until the step's host wait
+  class Overlap;
+  std::unique_ptr<Overlap> overlap_;  // declared last: stopped before the exchange goes
 };
 
-// Builds the optimizer for `config.kind`. Checks that every rank has the same layer
-// table and optimizer (CommError on every rank otherwise).
-std::unique_ptr<DistributedOptimizer> make_optimizer(std::vector<at::Tensor> params, Communicator& data,
-                                                     HostCommunicator& control, const OptimizerConfig& config);
+// Builds the optimizer for `config.kind` on the parameters' device. `data` moves the
+// gradients (a host communicator for CPU parameters; NCCL or a host communicator for
+// GPU parameters), `control` carries agreement and metrics; the optimizer shares their
+// ownership, so it can never outlive them. `codec` (optional) replaces the default
+// (the host codec on config.isa, or the CUDA codec of the parameters' GPU). Checks that
+// every rank has the same layer table, optimizer and exchange (AgreedError otherwise).
+std::unique_ptr<DistributedOptimizer> make_optimizer(std::vector<at::Tensor> params,
+                                                     std::shared_ptr<Communicator> data,
+                                                     std::shared_ptr<HostCommunicator> control,
+                                                     const OptimizerConfig& config,
+                                                     std::shared_ptr<Codec> codec = nullptr);
 
 }  // namespace efsign

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -75,6 +76,6 @@ struct TrainResult {
 
 // Collective: every rank calls it with the same options. Progress and epoch lines
 // go to stdout/stderr on rank 0 only; metrics JSON Lines to options.metrics_out.
-TrainResult run_training(const TrainOptions& options, HostCommunicator& comm);
+TrainResult run_training(const TrainOptions& options, std::shared_ptr<HostCommunicator> control);
 
 }  // namespace efsign

@@ -10,6 +10,7 @@
 #include "efsign/error.h"
 #include "efsign/mpi_communicator.h"
 #include "efsign/trainer.h"
+#include "efsign/transport.h"
 
 int main(int argc, char** argv) {
   efsign::MpiSession mpi(&argc, &argv);
@@ -21,8 +22,7 @@ int main(int argc, char** argv) {
       if (root) fmt::print("{}", help);
       return 0;
     }
-    efsign::MpiCommunicator comm;
-    efsign::run_training(*options, comm);
+    efsign::run_training(*options, efsign::make_control_communicator());
     return 0;
   } catch (const efsign::UsageError& e) {  // every rank sees the same flags
     if (root) fmt::print(stderr, "efsign-train: error: {}\n", e.what());

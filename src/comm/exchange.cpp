@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -41,56 +42,6 @@ std::vector<Bucket> make_buckets(const LayerTable& table, int64_t bucket_bytes) 
     }
   }
   return out;
-}
-
-using codec::bits_to_float;
-using codec::float_to_bits;
-
-SignExchange::SignExchange(ExchangeKind kind, const LayerTable& table, std::vector<Bucket> buckets,
-                           Communicator& comm, codec::Isa isa)
-    : kind_(kind),
-      table_(table),
-      buckets_(std::move(buckets)),
-      comm_(comm),
-      isa_(isa),
-      world_(comm.size()),
-      rank_(comm.rank()) {
-  if (comm.memory() != MemoryKind::kHost) throw Error("SignExchange needs a host communicator");
-  const int64_t L = table_.num_layers();
-  bucket_of_.assign(L, -1);
-  for (std::size_t b = 0; b < buckets_.size(); ++b) {
-    const Bucket& k = buckets_[b];
-    if (k.first < 0 || k.last > L || k.first >= k.last) throw Error("SignExchange: empty or out-of-range bucket");
-    for (int64_t l = k.first; l < k.last; ++l) {
-      if (bucket_of_[l] != -1) throw Error(fmt::format("SignExchange: layer {} is in two buckets", l));
-      bucket_of_[l] = static_cast<int>(b);
-    }
-  }
-  for (int64_t l = 0; l < L; ++l)
-    if (bucket_of_[l] == -1) throw Error(fmt::format("SignExchange: layer {} is in no bucket", l));
-  bb_.resize(buckets_.size());
-  for (std::size_t b = 0; b < buckets_.size(); ++b) {
-    BucketBuffers& bb = bb_[b];
-    bb.word_begin = table_.word_offset(buckets_[b].first);
-    bb.words = table_.word_offset(buckets_[b].last - 1) + table_.words(buckets_[b].last - 1) - bb.word_begin;
-    bb.message.assign(bb.words + (buckets_[b].last - buckets_[b].first), 0);
-    if (kind_ != ExchangeKind::kTwoPhase) bb.recv.assign(bb.message.size() * world_, 0);
-  }
-  if (kind_ == ExchangeKind::kTwoPhase) {
-    tp_ = TwoPhaseLayout::build(table_, buckets_, world_, rank_);
-    for (std::size_t b = 0; b < buckets_.size(); ++b) {
-      const TwoPhaseLayout::BucketBlocks& tb = tp_.buckets[b];
-      BucketBuffers& bb = bb_[b];
-      int64_t total = 0;
-      for (const auto& blk : tb.blocks) total += blk.len();
-      bb.to_servers.assign(total, 0);
-      bb.gathered.assign(tb.gathered_words, 0);
-      bb.from_workers.assign(world_ * tb.blocks[rank_].len(), 0);
-      bb.served.assign(tb.blocks[rank_].len(), 0);
-    }
-    err_.assign(tp_.server_elems, 0.0f);
-    p_.assign(tp_.server_elems, 0.0f);
-  }
 }
 
 TwoPhaseLayout TwoPhaseLayout::build(const LayerTable& table, const std::vector<Bucket>& buckets, int world,
@@ -166,165 +117,436 @@ int64_t TwoPhaseLayout::wire_bytes() const {
   return total;
 }
 
-Span<uint32_t> SignExchange::words_of(int64_t layer) {
-  BucketBuffers& bb = bb_[bucket_of_[layer]];
-  return Span<uint32_t>(bb.message.data() + table_.word_offset(layer) - bb.word_begin, table_.words(layer));
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Copies runs between two host arrays (the verdict's scales from a host buffer).
+void gather_on_host(const std::vector<CopyRun>& runs, const uint32_t* src, uint32_t* dst) {
+  for (const CopyRun& r : runs)
+    if (r.len) std::memcpy(dst + r.dst, src + r.src, 4 * static_cast<std::size_t>(r.len));
 }
 
-void SignExchange::set_scale(int64_t layer, float scale) {
+}  // namespace
+
+// ---- GradientExchange: buckets, staging, timing, counters.
+
+struct GradientExchange::Timing {
+  struct Mark {
+    std::unique_ptr<CodecEvent> event;
+    Clock::time_point wall;
+  };
+  std::vector<Mark> marks;    // [marks[i], marks[i + 1]) belongs to phases[i]
+  std::vector<Phase> phases;  // (a restart between buckets leaves the gap out)
+  std::vector<std::pair<std::size_t, std::size_t>> laps;  // (from mark, to mark) per phase entry
+};
+
+GradientExchange::GradientExchange(const LayerTable& table, std::vector<Bucket> buckets,
+                                   std::shared_ptr<Communicator> comm, std::shared_ptr<Codec> codec)
+    : table_(table), buckets_(std::move(buckets)), comm_(std::move(comm)), codec_(std::move(codec)),
+      timing_(std::make_unique<Timing>()) {
+  if (!comm_ || !codec_) throw Error("exchange: no communicator or no codec");
+  world_ = comm_->size();
+  rank_ = comm_->rank();
+  const bool host_codec = codec_->device_kind() == DeviceKind::kCpu;
+  const bool host_comm = comm_->memory() == MemoryKind::kHost;
+  if (host_codec && !host_comm)
+    throw UsageError(fmt::format("the {} communicator moves GPU memory, but the parameters are on the CPU "
+                                 "(use --device cuda, or --comm mpi)", comm_->backend()));
+  staged_ = !host_codec && host_comm;
+  device_comm_ = !host_comm;
+  if (device_comm_) codec_->set_stream(comm_->stream());
+  const int64_t L = table_.num_layers();
+  bucket_of_.assign(L, -1);
+  for (std::size_t b = 0; b < buckets_.size(); ++b) {
+    const Bucket& k = buckets_[b];
+    if (k.first < 0 || k.last > L || k.first >= k.last) throw Error("exchange: empty or out-of-range bucket");
+    for (int64_t l = k.first; l < k.last; ++l) {
+      if (bucket_of_[l] != -1) throw Error(fmt::format("exchange: layer {} is in two buckets", l));
+      bucket_of_[l] = static_cast<int>(b);
+    }
+  }
+  for (int64_t l = 0; l < L; ++l)
+    if (bucket_of_[l] == -1) throw Error(fmt::format("exchange: layer {} is in no bucket", l));
+}
+
+GradientExchange::~GradientExchange() = default;
+
+void GradientExchange::set_grad(int64_t layer, const float* grad) {
+  if (sets_.empty()) throw Error("exchange: set_grad before bind");
   const int b = bucket_of_[layer];
-  bb_[b].message[bb_[b].words + (layer - buckets_[b].first)] = float_to_bits(scale);
+  sets_[b]->set_grad(layer - buckets_[b].first, grad);
 }
 
-void SignExchange::exchange(int b) {
-  BucketBuffers& bb = bb_[b];
-  if (kind_ == ExchangeKind::kTwoPhase) {
-    exchange_two_phase(b);
+void GradientExchange::wait_for(void* stream) { codec_->wait(*codec_->record(stream)); }
+void GradientExchange::signal(void* stream) { codec_->wait(*codec_->record(), stream); }
+
+GradientExchange::Staged GradientExchange::make_staged(int64_t bytes) {
+  Staged s;
+  s.bytes = bytes;
+  s.dev = codec_->allocate(std::max<int64_t>(bytes, 4));
+  if (staged_) s.host = codec_->allocate_staging(std::max<int64_t>(bytes, 4));
+  return s;
+}
+
+void GradientExchange::down(const Staged& s) {
+  if (!staged_) return;
+  codec_->copy(s.host.get(), s.dev.get(), s.bytes);
+  codec_->synchronize();
+}
+
+void GradientExchange::up(const Staged& s) {
+  if (staged_) codec_->copy(s.dev.get(), s.host.get(), s.bytes);
+}
+
+void GradientExchange::start_timing() {
+  Timing& t = *timing_;
+  t.marks.push_back(Timing::Mark{codec_->record(), Clock::now()});
+}
+
+void GradientExchange::lap(Phase phase) {
+  Timing& t = *timing_;
+  t.marks.push_back(Timing::Mark{codec_->record(), Clock::now()});
+  t.phases.push_back(phase);
+  t.laps.emplace_back(t.marks.size() - 2, t.marks.size() - 1);
+}
+
+void GradientExchange::end_timing() {
+  Timing& t = *timing_;
+  for (std::size_t i = 0; i < t.phases.size(); ++i) {
+    const Timing::Mark& a = t.marks[t.laps[i].first];
+    const Timing::Mark& b = t.marks[t.laps[i].second];
+    double ms = codec_->elapsed_ms(*a.event, *b.event);  // CUDA events, complete by now
+    if (ms < 0) ms = std::chrono::duration<double, std::milli>(b.wall - a.wall).count();
+    (t.phases[i] == Phase::kEncode ? totals_.encode_ms : totals_.comm_ms) += ms;
+  }
+  t.marks.clear();
+  t.phases.clear();
+  t.laps.clear();
+}
+
+void GradientExchange::synchronize(const char* what) {
+  comm_->synchronize(what);
+  codec_->synchronize();
+}
+
+GradientExchange::Totals GradientExchange::take_totals() { return std::exchange(totals_, Totals{}); }
+
+// ---- SignExchange.
+
+struct SignExchange::BucketBuffers {
+  int64_t word_begin = 0, words = 0, msg_words = 0;  // the message: words + one scale per layer
+  Staged send, recv;                                  // allgather/vote: the message, the W messages
+  CodecBuffer message;                                // two-phase: this rank's message
+  Staged to_servers, from_workers, served, gathered;  // two-phase
+  std::unique_ptr<GatherPlan> to_servers_plan;
+  std::unique_ptr<LayerSet> apply_set;
+  std::unique_ptr<LayerSet> server_add, server_pack, server_commit;  // two-phase: this rank's segments
+  CodecBuffer server_scales;                                         // two-phase: one per own segment
+  std::vector<CopyRun> scale_runs;  // where the verdict's scales lie in the received buffer
+  std::unique_ptr<GatherPlan> scale_plan;
+};
+
+SignExchange::SignExchange(ExchangeKind kind, const LayerTable& table, std::vector<Bucket> buckets,
+                           std::shared_ptr<Communicator> comm, std::shared_ptr<Codec> codec)
+    : GradientExchange(table, std::move(buckets), std::move(comm), std::move(codec)), kind_(kind) {
+  Codec& c = *codec_;
+  const int W = world_;
+  const int64_t L = table_.num_layers();
+  if (kind_ == ExchangeKind::kTwoPhase) layout_ = TwoPhaseLayout::build(table_, buckets_, W, rank_);
+  bufs_.resize(buckets_.size());
+  for (std::size_t b = 0; b < buckets_.size(); ++b) {
+    BucketBuffers& bb = bufs_[b];
+    const Bucket& k = buckets_[b];
+    bb.word_begin = table_.word_offset(k.first);
+    bb.words = table_.word_offset(k.last - 1) + table_.words(k.last - 1) - bb.word_begin;
+    bb.msg_words = bb.words + (k.last - k.first);
+    if (kind_ != ExchangeKind::kTwoPhase) {
+      bb.send = make_staged(4 * bb.msg_words);  // compress writes the message in place
+      bb.recv = make_staged(4 * W * bb.msg_words);
+      for (int w = 0; w < W; ++w)  // verdict: rank w's scale of layer l at w * L + l
+        bb.scale_runs.push_back(CopyRun{w * bb.msg_words + bb.words, w * L + k.first, k.last - k.first});
+    } else {
+      const TwoPhaseLayout::BucketBlocks& tb = layout_.buckets[b];
+      const TwoPhaseLayout::Block& mine = tb.blocks[rank_];
+      bb.message = c.allocate(4 * bb.msg_words);
+      int64_t total = 0;
+      std::vector<CopyRun> runs;
+      for (int cc = 0; cc < W; ++cc) {  // block (b, cc): its words, then its segments' layer scales
+        const TwoPhaseLayout::Block& blk = tb.blocks[cc];
+        runs.push_back(CopyRun{blk.word_begin - bb.word_begin, total, blk.words()});
+        for (std::size_t s = 0; s < blk.segments.size(); ++s)
+          runs.push_back(CopyRun{bb.words + (layout_.segments[blk.segments[s]].layer - k.first),
+                                 total + blk.words() + static_cast<int64_t>(s), 1});
+        total += blk.len();
+        for (int64_t id : blk.segments)  // verdict: every segment's server scale, by segment id
+          bb.scale_runs.push_back(CopyRun{tb.gathered_at[cc] + blk.words() + layout_.segments[id].slot, id, 1});
+      }
+      bb.to_servers_plan = c.prepare_gather(runs);
+      bb.to_servers = make_staged(4 * total);
+      bb.from_workers = make_staged(4 * W * mine.len());
+      bb.served = make_staged(4 * mine.len());
+      bb.gathered = make_staged(4 * tb.gathered_words);
+      bb.server_scales = c.allocate(4 * std::max<int64_t>(1, static_cast<int64_t>(mine.segments.size())));
+    }
+    if (device_comm_) bb.scale_plan = c.prepare_gather(bb.scale_runs);
+  }
+  verdict_.assign(kind_ == ExchangeKind::kTwoPhase ? static_cast<int64_t>(layout_.segments.size()) : W * L, 0);
+  if (device_comm_) {
+    verdict_dev_ = c.allocate(4 * std::max<std::size_t>(verdict_.size(), 1));
+    verdict_host_ = c.allocate_staging(4 * std::max<std::size_t>(verdict_.size(), 1));
+  }
+  if (kind_ == ExchangeKind::kTwoPhase) server_p_ = c.allocate(4 * std::max<int64_t>(layout_.server_elems, 1));
+}
+
+SignExchange::~SignExchange() = default;
+
+void SignExchange::bind(const std::vector<CodecLayer>& layers, float* prev_scales, float* server_error) {
+  if (static_cast<int64_t>(layers.size()) != table_.num_layers())
+    throw Error(fmt::format("SignExchange::bind: {} layers for a table of {}", layers.size(), table_.num_layers()));
+  if (!prev_scales) throw Error("SignExchange::bind: no scale array");
+  if (kind_ == ExchangeKind::kTwoPhase && layout_.server_elems > 0 && !server_error)
+    throw Error("SignExchange::bind: two-phase needs a server error buffer");
+  prev_scales_ = prev_scales;
+  Codec& c = *codec_;
+  std::vector<std::unique_ptr<LayerSet>> compress;
+  for (std::size_t b = 0; b < buckets_.size(); ++b) {
+    BucketBuffers& bb = bufs_[b];
+    const Bucket& k = buckets_[b];
+    std::vector<CodecLayer> pack;
+    for (int64_t l = k.first; l < k.last; ++l) {
+      CodecLayer d = layers[l];
+      d.grad = nullptr;
+      d.n = table_.size(l);
+      d.word_offset = table_.word_offset(l) - bb.word_begin;
+      d.scale_index = bb.words + (l - k.first);
+      d.elem_offset = table_.elem_offset(l);
+      pack.push_back(d);
+    }
+    compress.push_back(c.prepare(pack));
+    if (kind_ != ExchangeKind::kTwoPhase) {
+      bb.apply_set = c.prepare(pack);
+      continue;
+    }
+    // Every segment of the bucket, applied from the gathered blocks as one rank's
+    // message; and this rank's own segments on the server side (Note [two-phase]).
+    const TwoPhaseLayout::BucketBlocks& tb = layout_.buckets[b];
+    std::vector<CodecLayer> apply, add, packp, commit;
+    for (int cc = 0; cc < world_; ++cc) {
+      const TwoPhaseLayout::Block& blk = tb.blocks[cc];
+      for (int64_t id : blk.segments) {
+        const TwoPhaseLayout::Segment& s = layout_.segments[id];
+        CodecLayer d;
+        d.param = layers[s.layer].param + s.elem_begin;
+        d.n = s.elems;
+        d.word_offset = tb.gathered_at[cc] + (s.word_begin - blk.word_begin);
+        d.scale_index = tb.gathered_at[cc] + blk.words() + s.slot;
+        apply.push_back(d);
+      }
+    }
+    const TwoPhaseLayout::Block& mine = tb.blocks[rank_];
+    float* p = server_p_.get<float>();
+    for (int64_t id : mine.segments) {
+      const TwoPhaseLayout::Segment& s = layout_.segments[id];
+      CodecLayer d;
+      d.n = s.elems;
+      d.word_offset = s.word_begin - mine.word_begin;
+      d.scale_index = mine.words() + s.slot;
+      d.grad = server_error + s.server_offset;  // p = e + average
+      d.param = p + s.server_offset;
+      add.push_back(d);
+      d.grad = p + s.server_offset;  // pack p (lr = 1); its scale is mean |p|
+      d.param = nullptr;
+      packp.push_back(d);
+      d.param = server_error + s.server_offset;  // e' = p - s sign(p)
+      commit.push_back(d);
+    }
+    bb.apply_set = c.prepare(apply);
+    bb.server_add = c.prepare(add);
+    bb.server_pack = c.prepare(packp);
+    bb.server_commit = c.prepare(commit);
+  }
+  set_compress_sets(std::move(compress));
+}
+
+void SignExchange::run(int b) {
+  if (!prev_scales_) throw Error("SignExchange: run before bind");
+  BucketBuffers& bb = bufs_[b];
+  Codec& c = *codec_;
+  Communicator& comm = *comm_;
+  float* prev = prev_scales_ + buckets_[b].first;
+  start_timing();
+  if (kind_ != ExchangeKind::kTwoPhase) {
+    c.compress(compress_set(b), params_, prev, bb.send.codec_side<uint32_t>());
+    lap(Phase::kEncode);
+    down(bb.send);
+    collective([&] { comm.allgather(bb.send.send_bytes(), bb.recv.recv_bytes()); });
+    up(bb.recv);
+    lap(Phase::kComm);
     return;
   }
-  comm_.allgather(as_bytes(Span<const uint32_t>(bb.message)), as_writable_bytes(Span<uint32_t>(bb.recv)));
-}
-
-void SignExchange::exchange_two_phase(int b) {
-  BucketBuffers& bb = bb_[b];
-  const TwoPhaseLayout::BucketBlocks& tb = tp_.buckets[b];
-  const int64_t first = buckets_[b].first;
-  // Phase 1: block (b, c) of this rank's message goes to rank c.
-  int64_t off = 0;
-  for (int c = 0; c < world_; ++c) {
-    const TwoPhaseLayout::Block& blk = tb.blocks[c];
-    const int64_t nw = blk.words();
-    if (nw) std::memcpy(&bb.to_servers[off], &bb.message[blk.word_begin - bb.word_begin], 4 * nw);
-    for (std::size_t k = 0; k < blk.segments.size(); ++k)
-      bb.to_servers[off + nw + k] = bb.message[bb.words + (tp_.segments[blk.segments[k]].layer - first)];
-    off += blk.len();
-  }
-  comm_.alltoallv(as_bytes(Span<const uint32_t>(bb.to_servers)), Span<const int64_t>(tb.counts),
-                  as_writable_bytes(Span<uint32_t>(bb.from_workers)));
-
-  // Server: average the W copies of each own segment, add the server error, re-compress.
-  const auto t0 = std::chrono::steady_clock::now();
+  // Note [two-phase].
+  const TwoPhaseLayout::BucketBlocks& tb = layout_.buckets[b];
   const TwoPhaseLayout::Block& mine = tb.blocks[rank_];
-  const int64_t len = mine.len(), nw = mine.words();
-  for (int64_t id : mine.segments) {
-    const TwoPhaseLayout::Segment& s = tp_.segments[id];
-    Span<float> p(p_.data() + s.server_offset, s.elems);
-    codec::decode_add(Span<const uint32_t>(bb.from_workers), world_, len, s.word_begin - mine.word_begin, nw + s.slot,
-                      Span<const float>(err_.data() + s.server_offset, s.elems), p, isa_);  // p = e + average
-    codec::LayerBuffers lb;
-    lb.grad = Span<const float>(p.data(), p.size());
-    lb.words = Span<uint32_t>(bb.served.data() + (s.word_begin - mine.word_begin), s.word_end - s.word_begin);
-    codec::CompressParams cp;
-    cp.lr = 1.0f;  // lr * p == p exactly: compress_layer only packs and takes mean |p|
-    bb.served[nw + s.slot] = float_to_bits(codec::compress_layer(lb, cp, isa_));
-  }
-  server_ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-
-  // Phase 2: every rank gets every server's block.
-  comm_.allgatherv(as_bytes(Span<const uint32_t>(bb.served)), Span<const int64_t>(tb.counts),
-                   as_writable_bytes(Span<uint32_t>(bb.gathered)));
+  c.compress(compress_set(b), params_, prev, bb.message.get<uint32_t>());
+  c.gather(*bb.to_servers_plan, bb.message.get<uint32_t>(), bb.to_servers.codec_side<uint32_t>());
+  lap(Phase::kEncode);
+  down(bb.to_servers);
+  collective([&] {
+    comm.alltoallv(bb.to_servers.send_bytes(), Span<const int64_t>(tb.counts), bb.from_workers.recv_bytes());
+  });
+  up(bb.from_workers);
+  lap(Phase::kComm);
+  // The server: p = e + the average of the W copies; pack p with scale mean |p|.
+  c.decode(*bb.server_add, bb.from_workers.codec_side<uint32_t>(), world_, mine.len(), DecodeMode::kAdd);
+  codec::CompressParams unit;
+  unit.lr = 1.0f;  // lr * p == p exactly: compress only packs and takes mean |p|
+  c.compress(*bb.server_pack, unit, bb.server_scales.get<float>(), bb.served.codec_side<uint32_t>());
+  lap(Phase::kEncode);
+  down(bb.served);
+  collective([&] {
+    comm.allgatherv(bb.served.send_bytes(), Span<const int64_t>(tb.counts), bb.gathered.recv_bytes());
+  });
+  up(bb.gathered);
+  lap(Phase::kComm);
 }
 
-std::string SignExchange::nonfinite_reason() const {
+std::string SignExchange::finish() {
+  Codec& c = *codec_;
+  uint32_t* verdict = verdict_.data();
+  if (device_comm_) {  // the scales to the host, then the step's one host wait
+    for (BucketBuffers& bb : bufs_)
+      c.gather(*bb.scale_plan, (kind_ == ExchangeKind::kTwoPhase ? bb.gathered : bb.recv).codec_side<uint32_t>(), verdict_dev_.get<uint32_t>());
+    c.copy(verdict_host_.get(), verdict_dev_.get(), 4 * static_cast<int64_t>(verdict_.size()));
+    synchronize("the sign exchange");
+    std::memcpy(verdict, verdict_host_.get(), 4 * verdict_.size());
+  } else {
+    for (BucketBuffers& bb : bufs_) gather_on_host(bb.scale_runs, (kind_ == ExchangeKind::kTwoPhase ? bb.gathered : bb.recv).comm_side<uint32_t>(), verdict);
+  }
+  end_timing();
   if (kind_ == ExchangeKind::kTwoPhase) {
-    for (const TwoPhaseLayout::Segment& s : tp_.segments) {
-      const int b = bucket_of_[s.layer];
-      const TwoPhaseLayout::BucketBlocks& tb = tp_.buckets[b];
-      const float v = bits_to_float(bb_[b].gathered[tb.gathered_at[s.chunk] + tb.blocks[s.chunk].words() + s.slot]);
-      if (!std::isfinite(v))
-        return fmt::format("non-finite gradient (NaN or Inf) in layer {} (its average, formed on rank {}, is not finite)",
-                           s.layer, s.chunk);
-    }
+    for (std::size_t k = 0; k < layout_.segments.size(); ++k)
+      if (!std::isfinite(codec::bits_to_float(verdict[k])))
+        return fmt::format("non-finite gradient (NaN or Inf) in layer {} (its average, formed on rank {}, is not "
+                           "finite)", layout_.segments[k].layer, layout_.segments[k].chunk);
     return "";
   }
-  // Report the lowest (rank, layer), as one message would.
-  for (int w = 0; w < world_; ++w)
-    for (int64_t l = 0; l < table_.num_layers(); ++l) {
-      const int b = bucket_of_[l];
-      const BucketBuffers& bb = bb_[b];
-      const int64_t mw = static_cast<int64_t>(bb.message.size());
-      if (!std::isfinite(bits_to_float(bb.recv[w * mw + bb.words + (l - buckets_[b].first)])))
+  const int64_t L = table_.num_layers();
+  for (int w = 0; w < world_; ++w)  // the lowest (rank, layer), as one message would report it
+    for (int64_t l = 0; l < L; ++l)
+      if (!std::isfinite(codec::bits_to_float(verdict[w * L + l])))
         return fmt::format("non-finite gradient (NaN or Inf) on rank {} in layer {}", w, l);
-    }
   return "";
 }
 
-void SignExchange::apply(int64_t layer, Span<float> param) {
-  if (static_cast<int64_t>(param.size()) != table_.size(layer)) throw Error("SignExchange::apply: wrong size");
-  const int b = bucket_of_[layer];
-  const BucketBuffers& bb = bb_[b];
-  if (kind_ == ExchangeKind::kTwoPhase) {
-    const TwoPhaseLayout::BucketBlocks& tb = tp_.buckets[b];
-    for (int64_t id : tp_.layer_segments[layer]) {
-      const TwoPhaseLayout::Segment& s = tp_.segments[id];
-      const TwoPhaseLayout::Block& blk = tb.blocks[s.chunk];
-      const int64_t at = tb.gathered_at[s.chunk];
-      codec::decode_blocks(Span<const uint32_t>(bb.gathered), 1, 0, at + (s.word_begin - blk.word_begin),
-                           at + blk.words() + s.slot, param.subspan(s.elem_begin, s.elems),
-                           /*apply=*/true, isa_);
-    }
-    return;
-  }
-  const int64_t mw = static_cast<int64_t>(bb.message.size());
-  const int64_t word_offset = table_.word_offset(layer) - bb.word_begin;
-  const int64_t scale_index = bb.words + (layer - buckets_[b].first);
-  if (kind_ == ExchangeKind::kVote)
-    codec::vote_apply(Span<const uint32_t>(bb.recv), world_, mw, word_offset, scale_index, param, isa_);
-  else
-    codec::decode_blocks(Span<const uint32_t>(bb.recv), world_, mw, word_offset, scale_index, param, true, isa_);
-}
-
-void SignExchange::commit() {
-  if (kind_ != ExchangeKind::kTwoPhase) return;
-  for (std::size_t b = 0; b < bb_.size(); ++b) {
-    const TwoPhaseLayout::Block& mine = tp_.buckets[b].blocks[rank_];
-    const int64_t nw = mine.words();
-    for (int64_t id : mine.segments) {
-      const TwoPhaseLayout::Segment& s = tp_.segments[id];
-      codec::error_from_state(Span<const float>(p_.data() + s.server_offset, s.elems),
-                              bits_to_float(bb_[b].served[nw + s.slot]),
-                              Span<float>(err_.data() + s.server_offset, s.elems));
+void SignExchange::apply() {
+  Codec& c = *codec_;
+  for (BucketBuffers& bb : bufs_) {
+    if (kind_ == ExchangeKind::kTwoPhase) {
+      c.decode(*bb.apply_set, bb.gathered.codec_side<uint32_t>(), 1, 0, DecodeMode::kApply);
+      c.error_from_state(*bb.server_commit, bb.served.codec_side<uint32_t>());  // commit e'
+    } else {
+      c.decode(*bb.apply_set, bb.recv.codec_side<uint32_t>(), world_, bb.msg_words,
+               kind_ == ExchangeKind::kVote ? DecodeMode::kVote : DecodeMode::kApply);
     }
   }
-}
-
-void SignExchange::reset() {
-  std::fill(err_.begin(), err_.end(), 0.0f);
-  std::fill(p_.begin(), p_.end(), 0.0f);
 }
 
 int64_t SignExchange::handed_bytes_per_step() const {
   int64_t total = 0;
-  for (const BucketBuffers& bb : bb_) {
-    if (kind_ != ExchangeKind::kTwoPhase) {
-      total += 4 * static_cast<int64_t>(bb.message.size());
-      continue;
-    }
-    total += 4 * static_cast<int64_t>(bb.to_servers.size()) + 4 * static_cast<int64_t>(bb.served.size());
-  }
+  for (const BucketBuffers& bb : bufs_)
+    total += kind_ == ExchangeKind::kTwoPhase ? bb.to_servers.bytes + bb.served.bytes : bb.send.bytes;
   return total;
 }
 
 int64_t SignExchange::wire_bytes_per_step() const {
+  if (kind_ == ExchangeKind::kTwoPhase) return layout_.wire_bytes();
   int64_t total = 0;
-  if (kind_ == ExchangeKind::kTwoPhase) return tp_.wire_bytes();
-  for (const BucketBuffers& bb : bb_)
-    total += ring_allgather_wire_bytes(4 * static_cast<int64_t>(bb.message.size()), world_);
+  for (const BucketBuffers& bb : bufs_) total += ring_allgather_wire_bytes(bb.send.bytes, world_);
   return total;
-}
-
-double SignExchange::take_server_ms() {
-  const double ms = server_ms_;
-  server_ms_ = 0;
-  return ms;
 }
 
 std::string SignExchange::describe() const {
   const char* what = kind_ == ExchangeKind::kTwoPhase ? "two-phase compressed allreduce (alltoallv + allgatherv)"
                      : kind_ == ExchangeKind::kVote   ? "majority vote over an allgather of packed signs"
                                                       : "allgather of packed signs";
-  const std::string buckets = bb_.size() == 1 ? "" : fmt::format(", {} buckets", bb_.size());
-  return fmt::format("{} ({}{})", what, comm_.backend(), buckets);
+  const std::string buckets = bufs_.size() == 1 ? "" : fmt::format(", {} buckets", bufs_.size());
+  return fmt::format("{} ({}{}{})", what, comm_->backend(), buckets, staged_ ? ", through pinned host buffers" : "");
+}
+
+// ---- DenseExchange.
+
+DenseExchange::DenseExchange(const LayerTable& table, std::vector<Bucket> buckets,
+                             std::shared_ptr<Communicator> comm, std::shared_ptr<Codec> codec)
+    : GradientExchange(table, std::move(buckets), std::move(comm), std::move(codec)) {
+  flat_ = make_staged(table_.fp32_bytes());
+}
+
+DenseExchange::~DenseExchange() = default;
+
+void DenseExchange::bind(const std::vector<CodecLayer>& layers) {
+  if (static_cast<int64_t>(layers.size()) != table_.num_layers())
+    throw Error(fmt::format("DenseExchange::bind: {} layers for a table of {}", layers.size(), table_.num_layers()));
+  std::vector<std::unique_ptr<LayerSet>> sets;
+  update_sets_.clear();
+  for (const Bucket& k : buckets_) {
+    std::vector<CodecLayer> set;
+    for (int64_t l = k.first; l < k.last; ++l) {
+      CodecLayer d = layers[l];
+      d.grad = nullptr;
+      d.n = table_.size(l);
+      d.elem_offset = table_.elem_offset(l);
+      set.push_back(d);
+    }
+    sets.push_back(codec_->prepare(set));
+    update_sets_.push_back(codec_->prepare(set));
+  }
+  set_compress_sets(std::move(sets));
+}
+
+void DenseExchange::run(int b) {
+  if (update_sets_.empty()) throw Error("DenseExchange: run before bind");
+  const Bucket& k = buckets_[b];
+  start_timing();
+  codec_->flatten(compress_set(b), flat_.codec_side<float>());
+  lap(Phase::kEncode);
+  // This bucket's slice of the flat buffer (its layers are contiguous there).
+  const int64_t e0 = table_.elem_offset(k.first);
+  const int64_t n = table_.elem_offset(k.last - 1) + table_.size(k.last - 1) - e0;
+  if (staged_) {
+    codec_->copy(flat_.host.get<float>() + e0, flat_.dev.get<float>() + e0, 4 * n);
+    codec_->synchronize();
+  }
+  collective([&] { comm_->allreduce_sum(Span<float>(flat_.comm_side<float>() + e0, static_cast<std::size_t>(n))); });
+  if (staged_) codec_->copy(flat_.dev.get<float>() + e0, flat_.host.get<float>() + e0, 4 * n);
+  lap(Phase::kComm);
+}
+
+std::string DenseExchange::finish() {
+  if (device_comm_) synchronize("the fp32 allreduce");
+  end_timing();
+  const bool finite = codec_->all_finite(flat_.codec_side<float>(), table_.total_elements());
+  return finite ? "" : "non-finite averaged gradient (NaN or Inf on some rank)";
+}
+
+void DenseExchange::apply() {
+  for (auto& set : update_sets_) codec_->sgdm_update(*set, flat_.codec_side<float>(), world_, params_);
+}
+
+int64_t DenseExchange::handed_bytes_per_step() const { return table_.fp32_bytes(); }
+
+int64_t DenseExchange::wire_bytes_per_step() const {
+  int64_t total = 0;
+  for (const Bucket& k : buckets_) {
+    const int64_t bytes = 4 * (table_.elem_offset(k.last - 1) + table_.size(k.last - 1) - table_.elem_offset(k.first));
+    total += ring_allreduce_wire_bytes(bytes, world_);
+  }
+  return total;
+}
+
+std::string DenseExchange::describe() const {
+  const std::string buckets = buckets_.size() == 1 ? "" : fmt::format(", {} buckets", buckets_.size());
+  return fmt::format("fp32 allreduce ({}{}{})", comm_->backend(), buckets, staged_ ? ", through pinned host buffers" : "");
 }
 
 }  // namespace efsign

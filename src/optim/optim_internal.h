@@ -1,3 +1,4 @@
+// Internal to src/optim: the optimizer factories per family and a stopwatch.
 #pragma once
 
 #include <chrono>
@@ -7,12 +8,12 @@
 
 namespace efsign::detail {
 
-std::unique_ptr<DistributedOptimizer> make_sgdm(std::vector<at::Tensor> params, Communicator& data,
-                                                HostCommunicator& control, const OptimizerConfig& config);
-std::unique_ptr<DistributedOptimizer> make_cuda(std::vector<at::Tensor> params, Communicator& data,
-                                                HostCommunicator& control, const OptimizerConfig& config);
-std::unique_ptr<DistributedOptimizer> make_sign(std::vector<at::Tensor> params, Communicator& data,
-                                                HostCommunicator& control, const OptimizerConfig& config);
+std::unique_ptr<DistributedOptimizer> make_sgdm(std::vector<at::Tensor> params, std::shared_ptr<Communicator> data,
+                                                std::shared_ptr<HostCommunicator> control,
+                                                const OptimizerConfig& config, std::shared_ptr<Codec> codec);
+std::unique_ptr<DistributedOptimizer> make_sign(std::vector<at::Tensor> params, std::shared_ptr<Communicator> data,
+                                                std::shared_ptr<HostCommunicator> control,
+                                                const OptimizerConfig& config, std::shared_ptr<Codec> codec);
 
 class Stopwatch {
  public:

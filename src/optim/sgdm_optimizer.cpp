@@ -1,12 +1,9 @@
-// sgdm: the uncompressed baseline. One fp32 allreduce of all gradients per step
-// (a single flat buffer, one call), then momentum SGD as torch.optim.SGD does it.
+// sgdm: the uncompressed baseline. Its momentum, bound to a DenseExchange (fp32
+// allreduce of the gradients in buckets, then momentum SGD as torch.optim.SGD does
+// it); the step is the core's (distributed_optimizer.cpp).
 #include <ATen/ATen.h>
-#include <fmt/format.h>
 
-#include <cmath>
-#include <cstring>
-
-#include "efsign/error.h"
+#include "efsign/exchange.h"
 #include "optim_internal.h"
 
 namespace efsign::detail {
@@ -14,83 +11,50 @@ namespace {
 
 class SgdmOptimizer final : public DistributedOptimizer {
  public:
-  SgdmOptimizer(std::vector<at::Tensor> params, Communicator& data, HostCommunicator& control,
-                const OptimizerConfig& config)
-      : DistributedOptimizer(std::move(params), data, control, config) {
-    if (data_.memory() != MemoryKind::kHost || params_[0].device().is_cuda())
-      throw Error("the CPU sgdm optimizer needs host parameters and a host communicator");
-    flat_.assign(table_.total_elements(), 0.0f);
-    for (auto& p : params_) momentum_.push_back(at::zeros_like(p));
-  }
-
-  std::string exchange_name() const override { return fmt::format("fp32 allreduce ({})", data_.backend()); }
-  int64_t wire_bytes_per_step() const override { return table_.fp32_bytes(); }
-  int64_t network_bytes_per_step() const override {
-    return ring_allreduce_wire_bytes(table_.fp32_bytes(), data_.size());
-  }
-
-  void step() override {
-    Stopwatch sw;
-    const int64_t L = table_.num_layers();
-    for (int64_t l = 0; l < L; ++l) {
-      const at::Tensor g = grad_of(l);
-      std::memcpy(flat_.data() + table_.elem_offset(l), g.data_ptr<float>(), 4 * table_.size(l));
+  SgdmOptimizer(std::vector<at::Tensor> params, std::shared_ptr<Communicator> data,
+                std::shared_ptr<HostCommunicator> control, const OptimizerConfig& config, std::shared_ptr<Codec> codec)
+      : DistributedOptimizer(std::move(params), std::move(data), std::move(control), config, std::move(codec)) {
+    auto exchange = std::make_unique<DenseExchange>(
+        table_, make_buckets(table_, config_.overlap ? config_.bucket_bytes : 0), data_, codec_);
+    std::vector<CodecLayer> layers;
+    for (int64_t l = 0; l < table_.num_layers(); ++l) {
+      momentum_.push_back(at::zeros_like(params_[l]));
+      CodecLayer d = codec_layer(l);
+      d.momentum = momentum_.back().data_ptr<float>();
+      layers.push_back(d);
     }
-    stats_.compress_ms = sw.lap_ms();
-    const int64_t bytes0 = data_.bytes_sent(), wire0 = data_.wire_bytes(), calls0 = data_.calls();
-    data_.allreduce_sum(Span<float>(flat_));
-    stats_.bytes_sent = data_.bytes_sent() - bytes0;
-    stats_.wire_bytes = data_.wire_bytes() - wire0;
-    stats_.calls = data_.calls() - calls0;
-    stats_.comm_ms = sw.lap_ms();
-
-    {  // x * 0 is 0 for finite x and NaN otherwise: one vectorisable pass.
-      float probe = 0.0f;
-      for (float v : flat_) probe += v * 0.0f;
-      if (nonfinite_verdict_dense(std::isfinite(probe))) {
-        stats_.update_ms = sw.lap_ms();
-        return;
-      }
-    }
-    const float world = static_cast<float>(data_.size());
-    const float lr = static_cast<float>(config_.lr);
-    const float wd = static_cast<float>(config_.weight_decay);
-    const float beta = static_cast<float>(config_.momentum);
-    for (int64_t l = 0; l < L; ++l) {
-      float* x = params_[l].data_ptr<float>();
-      float* m = momentum_[l].data_ptr<float>();
-      const float* g = flat_.data() + table_.elem_offset(l);
-      const int64_t n = table_.size(l);
-      for (int64_t i = 0; i < n; ++i) {
-        float gi = g[i] / world;
-        gi = gi + wd * x[i];
-        const float mi = beta * m[i] + gi;
-        m[i] = mi;
-        x[i] = x[i] - lr * mi;
-      }
-    }
-    stats_.update_ms = sw.lap_ms();
+    exchange->bind(layers);
+    exchange_ = exchange.get();
+    start(std::move(exchange));
   }
 
   std::vector<std::pair<std::string, at::Tensor>> state_tensors() override {
     std::vector<std::pair<std::string, at::Tensor>> out;
-    add_named(out, "momentum", momentum_);
+    for (std::size_t l = 0; l < momentum_.size(); ++l) out.emplace_back("momentum." + std::to_string(l), momentum_[l]);
     return out;
   }
   void reset_state() override {
-    zero_all(momentum_);
+    for (auto& t : momentum_) t.zero_();
   }
 
  private:
-  std::vector<float> flat_;
+  void push_params() override {
+    exchange_->set_params(SgdmParams{static_cast<float>(config_.lr), static_cast<float>(config_.weight_decay),
+                                     static_cast<float>(config_.momentum)});
+  }
+  void skip_step() override {}  // nothing was applied; the momentum stays
+
+  DenseExchange* exchange_ = nullptr;  // owned by the core
   std::vector<at::Tensor> momentum_;
 };
 
 }  // namespace
 
-std::unique_ptr<DistributedOptimizer> make_sgdm(std::vector<at::Tensor> params, Communicator& data,
-                                                HostCommunicator& control, const OptimizerConfig& config) {
-  return std::make_unique<SgdmOptimizer>(std::move(params), data, control, config);
+std::unique_ptr<DistributedOptimizer> make_sgdm(std::vector<at::Tensor> params, std::shared_ptr<Communicator> data,
+                                                std::shared_ptr<HostCommunicator> control,
+                                                const OptimizerConfig& config, std::shared_ptr<Codec> codec) {
+  return std::make_unique<SgdmOptimizer>(std::move(params), std::move(data), std::move(control), config,
+                                         std::move(codec));
 }
 
 }  // namespace efsign::detail

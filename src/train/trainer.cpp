@@ -18,9 +18,7 @@
 #include "efsign/models.h"
 #include "efsign/mpi_communicator.h"
 #include "efsign/optimizer.h"
-#if defined(EFSIGN_HAVE_CUDA)
-#include "efsign/nccl_communicator.h"
-#endif
+#include "efsign/transport.h"
 
 namespace efsign {
 namespace {
@@ -168,7 +166,8 @@ EvalResult evaluate(Model& model, const Dataset& test, HostCommunicator& comm, i
 
 }  // namespace
 
-TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
+TrainResult run_training(const TrainOptions& o, std::shared_ptr<HostCommunicator> control) {
+  HostCommunicator& comm = *control;
   const bool root = comm.rank() == 0;
   const int world = comm.size();
   if (o.threads > 0) at::set_num_threads(o.threads);
@@ -216,22 +215,18 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
   model = make_model(o.model, spec);
   broadcast_model(*model, comm);
 
-  // The data plane: the host communicator itself (mpi) or NCCL on this rank's GPU.
+  // The data plane: MPI (host memory) or NCCL on this rank's GPU.
   at::Device device(at::kCPU);
-  std::unique_ptr<Communicator> device_comm;
-  if (o.backend == "nccl") {
-#if defined(EFSIGN_HAVE_CUDA)
+  TransportOptions transport;
+  transport.transport = o.backend == "nccl" ? Transport::kNccl : Transport::kMpi;
+  transport.timeout_s = o.comm_timeout_s;
+  if (transport.transport == Transport::kNccl) {
     if (!torch::cuda::is_available())
       throw UsageError("--backend nccl: this LibTorch has no CUDA support or no GPU is visible");
-    const int local = mpi_local_rank();
-    device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local));
-    device_comm = std::make_unique<NcclCommunicator>(comm, local, o.comm_timeout_s);
-#else
-    throw UsageError("--backend nccl: efsign was built without CUDA kernels and NCCL");
-#endif
+    device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(mpi_local_rank()));
   }
+  std::shared_ptr<Communicator> data_plane = make_data_communicator(comm, transport);
   model->to(device);
-  Communicator& data_plane = device_comm ? *device_comm : static_cast<Communicator&>(comm);
 
   OptimizerConfig cfg;
   cfg.kind = parse_optimizer(o.optimizer);
@@ -247,7 +242,7 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
     throw UsageError("--overlap: this MPI library does not provide MPI_THREAD_SERIALIZED, which the communication "
                      "thread needs");
   const double base_lr = cfg.lr;
-  opt = make_optimizer(model->parameters(), data_plane, comm, cfg);
+  opt = make_optimizer(model->parameters(), data_plane, control, cfg);
   const LayerTable& table = opt->layers();
 
   // ---- Checkpoint contents and resume.
@@ -300,13 +295,13 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
 
   if (root) {
     fmt::print("efsign-train: {} ranks, backend {} on {}, optimizer {} (lr {}), model {} ({}), codec {}\n", world,
-               data_plane.backend(), device.str(), o.optimizer, cfg.lr, o.model, table.describe(),
-               device.is_cuda() ? "cuda" : codec::isa_name(cfg.isa));
+               data_plane->backend(), device.str(), o.optimizer, cfg.lr, o.model, table.describe(),
+               opt->codec().describe());
     const double fp32_wire = static_cast<double>(ring_allreduce_wire_bytes(table.fp32_bytes(), world));
-    const double wire = static_cast<double>(opt->network_bytes_per_step());
+    const double wire = static_cast<double>(opt->wire_bytes_per_step());
     fmt::print("  exchange: {}; hands {} per rank per step to the network layer (fp32: {}); puts {} on the wire "
                "vs {} for an fp32 ring allreduce ({}; ring model)\n",
-               opt->exchange_name(), human_bytes(static_cast<double>(opt->wire_bytes_per_step())),
+               opt->exchange_name(), human_bytes(static_cast<double>(opt->handed_bytes_per_step())),
                human_bytes(static_cast<double>(table.fp32_bytes())), human_bytes(wire), human_bytes(fp32_wire),
                wire > 0 ? fmt::format("{:.1f}x fewer", fp32_wire / wire) : std::string("W = 1: nothing"));
     fmt::print("  data: {} ({} train, {} test), {} steps/epoch of {} x {} images\n", data.train.name,
@@ -477,7 +472,7 @@ TrainResult run_training(const TrainOptions& o, HostCommunicator& comm) {
     metrics.write(JsonLine()
                       .add("event", "summary")
                       .add("world_size", world)
-                      .add("backend", data_plane.backend())
+                      .add("backend", data_plane->backend())
                       .add("optimizer", o.optimizer)
                       .add("exchange", o.optimizer == "sgdm" ? std::string("allreduce") : o.exchange)
                       .add("overlap", o.overlap)
