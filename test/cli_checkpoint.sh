@@ -14,6 +14,8 @@ check() { local n=$1; shift; if "$@"; then passed=$((passed + 1)); else echo "FA
 run() { timeout 240 $mpirun -np "$1" "$train" --dataset synthetic --model mlp --epochs 2 --steps-per-epoch 6 \
           --progress off "${@:2}"; }
 sum_of() { grep -o 'replicas identical (checksum [0-9a-f]*' "$1" | grep -o '[0-9a-f]*$'; }
+gen_of() { printf 'gen-%06d' "$(grep -o '"generation":[0-9]*' "$1/manifest.json" | grep -o '[0-9]*$')"; }
+tree_sum() { (cd "$1" && find . -type f | sort | xargs md5sum | md5sum); }
 
 for opt in ef-signsgd sgdm; do
   for stop in 4 6; do  # 4: mid-epoch 1; 6: the end of epoch 1
@@ -40,8 +42,9 @@ check "two-phase: bit-identical to the uninterrupted run ($a vs $c)" test -n "$a
 
 d="$work/ck-ef-signsgd-4"
 check "manifest names world size, model, optimizer" grep -q '"world_size":2,"model":"mlp","optimizer":"ef-signsgd"' "$d/manifest.json"
-check "one file per rank" test -f "$d/rank-0.ckpt" -a -f "$d/rank-1.ckpt"
-before=$(cat "$d"/* | md5sum)
+g=$(gen_of "$d")
+check "one file per rank in the current generation $g" test -f "$d/$g/rank-0.ckpt" -a -f "$d/$g/rank-1.ckpt"
+before=$(tree_sum "$d")
 
 expect2() {  # expect2 NAME PATTERN RANKS ARGS...
   local name=$1 pattern=$2 ranks=$3
@@ -58,14 +61,14 @@ expect2 "other optimizer" "checkpoint was written with optimizer ef-signsgd, thi
 expect2 "other model" "checkpoint was written with model mlp, this run has convnet" 2 --optimizer ef-signsgd --model convnet --checkpoint-dir "$d" --resume
 expect2 "other seed" "checkpoint was written with seed 42, this run has 7" 2 --optimizer ef-signsgd --seed 7 --checkpoint-dir "$d" --resume
 expect2 "other exchange" "checkpoint was written with optimizer ef-signsgd/two-phase, this run has ef-signsgd" 3 --optimizer ef-signsgd --checkpoint-dir "$work/ck-two-phase" --resume
-check "failed resumes left the checkpoint unchanged" test "$(cat "$d"/* | md5sum)" = "$before"
+check "failed resumes left the checkpoint unchanged" test "$(tree_sum "$d")" = "$before"
 cp -r "$d" "$work/corrupt"
-printf '\xff' | dd of="$work/corrupt/rank-1.ckpt" bs=1 seek=200 conv=notrunc status=none
+printf '\xff' | dd of="$work/corrupt/$g/rank-1.ckpt" bs=1 seek=200 conv=notrunc status=none
 expect2 "corrupt checkpoint" "rank-1.ckpt: corrupt checkpoint (checksum mismatch)" 2 --optimizer ef-signsgd --checkpoint-dir "$work/corrupt" --resume
 cp -r "$d" "$work/foreign"
-echo "not a checkpoint" >"$work/foreign/rank-0.ckpt"
+echo "not a checkpoint" >"$work/foreign/$g/rank-0.ckpt"
 expect2 "foreign file" "rank-0.ckpt: not an efsign checkpoint" 2 --optimizer ef-signsgd --checkpoint-dir "$work/foreign" --resume
-head -c 1000 "$d/rank-0.ckpt" >"$work/short.ckpt"; mkdir -p "$work/short"; cp "$d/rank-1.ckpt" "$work/short/"; mv "$work/short.ckpt" "$work/short/rank-0.ckpt"
+cp -r "$d" "$work/short"; head -c 1000 "$d/$g/rank-0.ckpt" >"$work/short/$g/rank-0.ckpt"
 expect2 "truncated checkpoint" "rank-0.ckpt: corrupt checkpoint" 2 --optimizer ef-signsgd --checkpoint-dir "$work/short" --resume
 expect2 "missing checkpoint" "no checkpoint here" 2 --optimizer ef-signsgd --checkpoint-dir "$work/none" --resume
 echo "$passed passed, $failures failed"

@@ -109,13 +109,19 @@ check "schedule: epoch 1 at lr 0.2" grep -q '"epoch":1,"lr":0.2,' "$work/sched.j
 check "schedule: epoch 2 at lr 0.1" grep -q '"epoch":2,"lr":0.1,' "$work/sched.jsonl"
 check "schedule: epoch 3 at lr 0.05" grep -q '"epoch":3,"lr":0.05,' "$work/sched.jsonl"
 
-# Presets: the tuned lr scaled by the global batch / 128 (here 2 x 32 = 64: half), explicit
-# flags win; --reset-state-at-milestones announces the reset.
-timeout 240 $mpirun -np 2 "$train" --preset convnet-fashion-mnist --dataset synthetic --model mlp --batch-size 32 \
+# Presets mean the paper's global batch of 128 (here 2 ranks x 64) at the paper's tuned
+# lr, unscaled; --scale-lr scales it by global batch / 128 with a linear warm-up;
+# explicit flags win; --reset-state-at-milestones announces the reset.
+timeout 240 $mpirun -np 2 "$train" --preset convnet-fashion-mnist --dataset synthetic --model mlp \
   --epochs 2 --steps-per-epoch 2 --lr-milestones 1 --reset-state-at-milestones --metrics-out "$work/preset.jsonl" \
   >"$work/preset.out" 2>&1
-check "preset: ef-signsgd lr 0.3 x 64/128" grep -q '"event":"summary".*"lr":0.15,' "$work/preset.jsonl"
+check "preset: the paper's global batch 128 = 2 x 64" grep -q '"batch_size":64,"global_batch":128,' "$work/preset.jsonl"
+check "preset: ef-signsgd at its tuned lr 0.3, not scaled" grep -q '"event":"summary".*"lr":0.3,' "$work/preset.jsonl"
 check "preset: state reset at the milestone" grep -q "milestone 1: optimizer state" "$work/preset.out"
+timeout 240 $mpirun -np 2 "$train" --preset convnet-fashion-mnist --dataset synthetic --model mlp --batch-size 32 \
+  --scale-lr --epochs 2 --steps-per-epoch 2 --metrics-out "$work/scaled.jsonl" >"$work/scaled.out" 2>&1
+check "--scale-lr: 0.3 x 64/128" grep -q '"event":"summary".*"lr":0.15,' "$work/scaled.jsonl"
+check "--scale-lr: warm-up over 5 epochs (epoch 1 ends at 2/10 of it)" grep -q '"epoch":1,"lr":0.03,' "$work/scaled.jsonl"
 "$train" --preset resnet18-cifar100 --optimizer signum --describe >"$work/preset_describe.out"
 check "preset resnet18-cifar100 picks the model and 100 classes" grep -q "62 layers, 11220132 parameters" "$work/preset_describe.out"
 rc=0; "$train" --preset nonsense >/dev/null 2>&1 || rc=$?

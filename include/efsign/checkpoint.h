@@ -1,15 +1,27 @@
-// efsign/checkpoint.h — per-rank checkpoints that resume bit-identically.
+// efsign/checkpoint.h — checkpoints as generations that stay consistent across ranks.
 //
-// DIR/rank-R.ckpt holds rank R's own state: parameters, buffers (BatchNorm statistics
-// are rank-local within an epoch), the optimizer's state (EF state and scales,
-// momentum) and the position (epoch, step within it, global step). The data order
-// and augmentation are functions of (seed, epoch, step, rank), so they need no RNG
-// state beyond the seed, which is stored. DIR/manifest.json (rank 0, written last)
-// names the format version, world size, model, optimizer, layer-table hash and step.
-//
-// Files are written to a temporary name, fsync'ed and renamed: a crash while writing
-// never damages the previous checkpoint. Every file ends with an FNV-1a checksum of
-// its contents; any damage or a foreign file is an InputError naming the file.
+// Note [checkpoint generations]
+//   DIR/gen-NNNNNN/rank-R.ckpt holds rank R's own state at one point of the run:
+//   parameters, buffers (BatchNorm statistics are rank-local within an epoch), the
+//   optimizer's state (EF state and scales, momentum, the two-phase server error) and
+//   the position (epoch, step in it, global step). Data order and augmentation are
+//   functions of (seed, epoch, step, rank), so the seed is the whole RNG state.
+//   A generation becomes current only when every rank's file of it is durable:
+//     1. every rank writes rank-R.ckpt.tmp, fsyncs it, renames it and fsyncs the folder;
+//     2. the ranks agree (a collective) that every write succeeded; if one failed, every
+//        rank removes its file of the new generation, and all fail with its message;
+//     3. rank 0 writes DIR/manifest.json naming the generation (temp file, fsync, rename,
+//        fsync DIR) — the commit point — and the ranks agree again;
+//     4. generations beyond the newest `keep` are removed.
+//   A crash anywhere leaves the previous generation current and intact. Resume reads
+//   the manifest on rank 0, hands it to every rank, and every rank loads that
+//   generation; any mismatch (a missing or damaged file, another step, world size,
+//   model, optimizer, layer, batch size, data set or seed) is an InputError with the
+//   same one line on every rank, and nothing is written. Only after a successful load
+//   are leftovers of an interrupted save (unpublished generations, .tmp files) removed.
+//   Works on a shared file system and on node-local ones (each node holds its ranks'
+//   files; the manifest on rank 0's is the one read). Every file ends with an FNV-1a
+//   checksum of its contents.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +30,8 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+
+#include "efsign/communicator.h"
 
 namespace efsign {
 
@@ -29,20 +43,51 @@ struct CheckpointHeader {
   uint64_t layout_hash = 0;
   uint64_t seed = 0;
   std::string model, optimizer;
+  // What else a bit-identical resume needs to be the same (format 2 on).
+  int64_t batch_size = 0;  // per rank
+  std::string dataset;
+  int32_t threads = 0;
 };
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
-// Writes DIR/rank-R.ckpt atomically (temp file, fsync, rename). Tensors are copied to CPU.
-void save_checkpoint(const std::string& dir, const CheckpointHeader& header, const NamedTensors& tensors);
+// One rank's file, read and written alone (the fuzzer and the tests use these; runs use
+// Checkpointer). read_checkpoint_file compares the header with `expect` as load()
+// does and copies the tensors into `into`; both throw InputError naming the file.
+void write_checkpoint_file(const std::string& path, const CheckpointHeader& header, const NamedTensors& tensors);
+CheckpointHeader read_checkpoint_file(const std::string& path, const CheckpointHeader& expect,
+                                      const NamedTensors& into);
 
-// Reads DIR/rank-R.ckpt. First compares its header with `expect` (world size, model,
-// optimizer, layer table, seed: an InputError names the first mismatch), then copies
-// every stored tensor into the tensor of the same name in `into` (same shape and dtype).
-// Throws InputError for anything missing, damaged, foreign, or not matching.
-CheckpointHeader load_checkpoint(const std::string& dir, const CheckpointHeader& expect, const NamedTensors& into);
+class Checkpointer {
+ public:
+  // `keep`: generations kept (>= 1). Nothing is touched until start().
+  Checkpointer(std::string dir, HostCommunicator& comm, int keep);
 
-// Rank 0, after every rank's file is durable: DIR/manifest.json, atomically.
-void write_manifest(const std::string& dir, const CheckpointHeader& header);
+  // Collective, before training. Creates DIR, checks that every rank can write there
+  // (an InputError with the OS's reason otherwise). Unless resuming: refuses (a
+  // UsageError) a DIR that holds a checkpoint, or with `overwrite` removes it.
+  void start(bool resume, bool overwrite);
+
+  // Collective: the current generation, loaded into `into` (tensors copied by name,
+  // same shape and dtype). `expect` holds this run's header: world size, model,
+  // optimizer, seed, batch size, data set and the layer table must match (an
+  // InputError names the first difference; for the layer table, the first tensor whose
+  // name or shape differs). Threads may differ: `*threads_changed` says so (the run is
+  // then not bit-identical to an uninterrupted one).
+  CheckpointHeader load(const CheckpointHeader& expect, const NamedTensors& into, bool* threads_changed);
+
+  // Collective: writes a new generation and makes it current (Note [checkpoint
+  // generations]); throws InputError (every rank, the failing rank's message) when any
+  // rank's write failed, leaving the previous generation current.
+  void save(const CheckpointHeader& header, const NamedTensors& into);
+
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  HostCommunicator& comm_;
+  int keep_;
+  int64_t current_ = 0;  // the published generation (0: none)
+};
 
 }  // namespace efsign

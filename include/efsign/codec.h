@@ -9,9 +9,9 @@
 // device memory of one GPU for the CUDA codec. Every pointer given to a Codec method
 // points there unless the method says otherwise; allocate() hands out such memory.
 //
-// Ordering. The CUDA codec queues its work on its stream (set_stream; by default the
-// legacy default stream) and returns at once; record()/wait() order it against other
-// streams, synchronize() makes the host wait. The host codec works synchronously and
+// Ordering. The CUDA codec queues its work on its stream (by default a non-blocking
+// stream of its own; set_stream) and returns at once; record()/wait() order it against
+// other streams, synchronize() makes the host wait. The host codec works synchronously and
 // these calls do nothing. A set's grad pointers (set_grad) are read by the next call
 // that uses the set; they must not change while work queued on the set is in flight
 // (the exchange synchronises the host once per step, before anyone sets them again).
@@ -154,12 +154,15 @@ class Codec {
   // Copies `bytes` between any two of: codec memory, host memory (queued on the stream).
   virtual void copy(void* dst, const void* src, int64_t bytes) = 0;
 
-  virtual void set_stream(void* /*stream*/) {}
-  virtual void* stream() const { return nullptr; }
-  // An event at the current end of `stream` (nullptr: this codec's stream).
-  virtual std::unique_ptr<CodecEvent> record(void* stream = nullptr) = 0;
-  // This codec's stream (nullptr) or `stream` waits for `event`, without the host waiting.
-  virtual void wait(const CodecEvent& /*event*/, void* /*stream*/ = nullptr) {}
+  // CUDA streams are cudaStream_t values passed as void*; nullptr is the legacy
+  // default stream (LibTorch's default stream), not "none".
+  virtual void set_stream(void* /*stream*/) {}  // queue this codec's work there from now on
+  // An event at the current end of this codec's stream / of `stream`.
+  virtual std::unique_ptr<CodecEvent> record() = 0;
+  virtual std::unique_ptr<CodecEvent> record_on(void* stream) = 0;
+  // This codec's stream / `stream` waits for `event`, without the host waiting.
+  virtual void wait(const CodecEvent& /*event*/) {}
+  virtual void wait_on(const CodecEvent& /*event*/, void* /*stream*/) {}
   virtual void synchronize() {}  // the host waits for this codec's stream
   // Milliseconds between two completed events (CUDA); -1 where not measured.
   virtual double elapsed_ms(const CodecEvent& /*from*/, const CodecEvent& /*to*/) { return -1.0; }

@@ -2,7 +2,8 @@
 #pragma once
 
 #include <cstdint>
-#include <fstream>
+#include <cstdio>
+#include <map>
 #include <string>
 
 namespace efsign {
@@ -24,16 +25,36 @@ class JsonLine {
 
 std::string json_escape(const std::string& s);
 
-// Appends lines to a file, flushing each (a crashed run keeps what it wrote).
+// One value of a flat JSON object: its text (a string unescaped, else the literal as
+// written: a number, true, false or null) and whether it was a string.
+struct JsonValue {
+  std::string text;
+  bool is_string = false;
+};
+// Parses one flat JSON object (no nesting) of strings, numbers, booleans and nulls, as
+// JsonLine writes them; false on anything else.
+bool parse_flat_json(const std::string& line, std::map<std::string, JsonValue>& out);
+
+// Writes lines to a file, flushing each (a crashed run keeps what it wrote). `append`
+// keeps what the file holds (a resumed run continues its own metrics); otherwise the
+// file starts empty. A write that fails (a full disk, /dev/full) is an InputError that
+// names the file and the OS's reason, at the write that failed.
 class MetricsWriter {
  public:
   MetricsWriter() = default;
-  explicit MetricsWriter(const std::string& path);  // throws InputError if it cannot open
-  bool enabled() const { return out_.is_open(); }
+  MetricsWriter(const std::string& path, bool append);  // InputError if it cannot open
+  ~MetricsWriter();
+  MetricsWriter(MetricsWriter&& other) noexcept;
+  MetricsWriter& operator=(MetricsWriter&& other) noexcept;
+  MetricsWriter(const MetricsWriter&) = delete;
+  MetricsWriter& operator=(const MetricsWriter&) = delete;
+  bool enabled() const { return file_ != nullptr; }
+  const std::string& path() const { return path_; }
   void write(const JsonLine& line);
 
  private:
-  std::ofstream out_;
+  std::FILE* file_ = nullptr;
+  std::string path_;
 };
 
 }  // namespace efsign

@@ -16,15 +16,15 @@ class MpiSession {
   MpiSession& operator=(const MpiSession&) = delete;
   int world_rank() const { return rank_; }
   int world_size() const { return size_; }
-  // Rank among the processes on this host (MPI_COMM_TYPE_SHARED): the GPU to use.
-  int local_rank() const { return local_rank_; }
 
  private:
-  int rank_ = 0, size_ = 1, local_rank_ = 0;
+  int rank_ = 0, size_ = 1;
 };
 
-// Rank among the processes on this host (MPI_COMM_TYPE_SHARED); MPI must be up.
+// Rank among the processes on this host (MPI_COMM_TYPE_SHARED), and how many there
+// are; MPI must be up.
 int mpi_local_rank();
+int mpi_local_size();
 
 // True if MPI was initialised with at least MPI_THREAD_SERIALIZED (a communication
 // thread may issue collectives while no other thread does).

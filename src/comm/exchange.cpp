@@ -178,8 +178,8 @@ void GradientExchange::set_grad(int64_t layer, const float* grad) {
   sets_[b]->set_grad(layer - buckets_[b].first, grad);
 }
 
-void GradientExchange::wait_for(void* stream) { codec_->wait(*codec_->record(stream)); }
-void GradientExchange::signal(void* stream) { codec_->wait(*codec_->record(), stream); }
+void GradientExchange::wait_for(void* stream) { codec_->wait(*codec_->record_on(stream)); }
+void GradientExchange::signal(void* stream) { codec_->wait_on(*codec_->record(), stream); }
 
 GradientExchange::Staged GradientExchange::make_staged(int64_t bytes) {
   Staged s;

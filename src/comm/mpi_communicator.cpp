@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <utility>
 #include <thread>
 #include <vector>
 
@@ -47,18 +48,24 @@ MpiSession::MpiSession(int* argc, char*** argv) {
   (void)provided;  // checked where a second thread needs it: mpi_serialized_threads()
   EFSIGN_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
   EFSIGN_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size_));
-  local_rank_ = mpi_local_rank();
 }
 
-int mpi_local_rank() {
-  int rank = 0, local_rank = 0;
+namespace {
+// (rank, size) among the processes on this host.
+std::pair<int, int> local_rank_and_size() {
+  int rank = 0, local_rank = 0, local_size = 1;
   EFSIGN_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
   MPI_Comm local;
   EFSIGN_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &local));
   EFSIGN_MPI_CHECK(MPI_Comm_rank(local, &local_rank));
+  EFSIGN_MPI_CHECK(MPI_Comm_size(local, &local_size));
   MPI_Comm_free(&local);
-  return local_rank;
+  return {local_rank, local_size};
 }
+}  // namespace
+
+int mpi_local_rank() { return local_rank_and_size().first; }
+int mpi_local_size() { return local_rank_and_size().second; }
 
 MpiSession::~MpiSession() {
   int finalized = 0;

@@ -143,7 +143,8 @@ class HostCodec final : public Codec {
   void copy(void* dst, const void* src, int64_t bytes) override {
     if (bytes) std::memcpy(dst, src, static_cast<std::size_t>(bytes));
   }
-  std::unique_ptr<CodecEvent> record(void*) override { return std::make_unique<HostEvent>(); }
+  std::unique_ptr<CodecEvent> record() override { return std::make_unique<HostEvent>(); }
+  std::unique_ptr<CodecEvent> record_on(void*) override { return std::make_unique<HostEvent>(); }
 
  private:
   codec::Isa isa_;

@@ -126,7 +126,7 @@ class DistributedOptimizer::Overlap {
 
   void launch(int b) {  // mu_ held; on the autograd thread or in step()
     Codec& codec = opt_.exchange_->codec();
-    if (codec.device_kind() == DeviceKind::kCuda) ready_[b] = codec.record(caller_stream(opt_.params_[0].device()));
+    if (codec.device_kind() == DeviceKind::kCuda) ready_[b] = codec.record_on(caller_stream(opt_.params_[0].device()));
     thread_->post([this, b] {
       if (ready_[b]) opt_.exchange_->codec().wait(*ready_[b]);
       opt_.run_bucket(b);

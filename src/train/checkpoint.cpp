@@ -1,11 +1,14 @@
 #include "efsign/checkpoint.h"
 
 #include <ATen/ATen.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -20,9 +23,7 @@ namespace efsign {
 namespace {
 
 constexpr char kMagic[8] = {'E', 'F', 'S', 'I', 'G', 'N', 'C', 'K'};
-constexpr uint32_t kVersion = 1;
-
-std::string rank_file(const std::string& dir, int rank) { return fmt::format("{}/rank-{}.ckpt", dir, rank); }
+constexpr uint32_t kVersion = 2;  // 2: batch size, data set and threads in the header
 
 class Writer {
  public:
@@ -58,6 +59,11 @@ class Reader {
     bytes(&v, sizeof v);
     return v;
   }
+  std::size_t position() const { return pos_; }
+  void skip(std::size_t n) {
+    if (n > buf_.size() - pos_) throw InputError(fmt::format("{}: truncated or corrupt checkpoint", path_));
+    pos_ += n;
+  }
   std::string str() {
     const uint32_t n = pod<uint32_t>();
     if (n > 4096) throw InputError(fmt::format("{}: corrupt checkpoint (implausible name length)", path_));
@@ -82,33 +88,110 @@ int dtype_code(at::ScalarType t) {
   }
 }
 
+std::string os_error(int err) { return std::strerror(err); }
+
+// fsync of a folder, so that a file created or renamed in it survives a crash.
+void fsync_dir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) throw InputError(fmt::format("{}: cannot open the folder to flush it ({})", dir, os_error(errno)));
+  const int rc = ::fsync(fd), err = errno;
+  ::close(fd);
+  if (rc != 0) throw InputError(fmt::format("{}: cannot flush the folder ({})", dir, os_error(err)));
+}
+
+std::string parent_of(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// Writes `data` to `path` durably: PATH.tmp, fsync, rename, fsync of the folder. A
+// failed write removes its .tmp file.
 void write_atomically(const std::string& path, const std::vector<char>& data) {
   const std::string tmp = path + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw InputError(fmt::format("{}: cannot write checkpoint ({})", tmp, std::strerror(errno)));
+  if (fd < 0) throw InputError(fmt::format("{}: cannot write checkpoint ({})", tmp, os_error(errno)));
+  auto fail = [&](const char* what, int err) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return InputError(fmt::format("{}: cannot {} checkpoint ({})", tmp, what, os_error(err)));
+  };
   std::size_t done = 0;
   while (done < data.size()) {
     const ssize_t w = ::write(fd, data.data() + done, data.size() - done);
     if (w < 0) {
-      const int err = errno;
-      ::close(fd);
-      throw InputError(fmt::format("{}: cannot write checkpoint ({})", tmp, std::strerror(err)));
+      if (errno == EINTR) continue;
+      throw fail("write", errno);
     }
     done += static_cast<std::size_t>(w);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0)
-    throw InputError(fmt::format("{}: cannot flush checkpoint ({})", tmp, std::strerror(errno)));
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    throw InputError(fmt::format("{}: cannot rename checkpoint into place ({})", path, std::strerror(errno)));
+  if (::fsync(fd) != 0) throw fail("flush", errno);
+  if (::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw InputError(fmt::format("{}: cannot close checkpoint ({})", tmp, os_error(err)));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw InputError(fmt::format("{}: cannot rename checkpoint into place ({})", path, os_error(err)));
+  }
+  fsync_dir(parent_of(path));
 }
 
-}  // namespace
-
-void save_checkpoint(const std::string& dir, const CheckpointHeader& h, const NamedTensors& tensors) {
-  ::mkdir(dir.c_str(), 0755);
+// mkdir -p, with the OS's reason on failure.
+void make_dirs(const std::string& dir) {
+  std::string cur;
+  for (std::size_t i = 0; i <= dir.size(); ++i) {
+    if (i == dir.size() || (dir[i] == '/' && i > 0)) {
+      cur = dir.substr(0, i);
+      if (::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
+        throw InputError(fmt::format("{}: cannot create the checkpoint folder ({})", cur, os_error(errno)));
+    }
+  }
   struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    throw InputError(fmt::format("{}: checkpoint directory cannot be created", dir));
+  if (::stat(dir.c_str(), &st) != 0)
+    throw InputError(fmt::format("{}: cannot use as checkpoint folder ({})", dir, os_error(errno)));
+  if (!S_ISDIR(st.st_mode)) throw InputError(fmt::format("{}: cannot use as checkpoint folder (not a folder)", dir));
+}
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+// The generations (gen-NNNNNN folders) in `dir`, ascending.
+std::vector<int64_t> generations(const std::string& dir) {
+  std::vector<int64_t> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.size() == 10 && name.compare(0, 4, "gen-") == 0 &&
+        name.find_first_not_of("0123456789", 4) == std::string::npos)
+      out.push_back(std::stoll(name.substr(4)));
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string gen_dir(const std::string& dir, int64_t g) { return fmt::format("{}/gen-{:06d}", dir, g); }
+std::string rank_file(const std::string& dir, int rank) { return fmt::format("{}/rank-{}.ckpt", dir, rank); }
+
+// Removes this rank's file (and its .tmp) from `folder`; folders are left to rmdir_quiet.
+void remove_rank_files(const std::string& folder, int rank) {
+  ::unlink(rank_file(folder, rank).c_str());
+  ::unlink((rank_file(folder, rank) + ".tmp").c_str());
+}
+void rmdir_quiet(const std::string& folder) { ::rmdir(folder.c_str()); }  // only if empty
+
+std::string shape_text(const std::vector<int64_t>& dims) {
+  std::string s;
+  for (std::size_t i = 0; i < dims.size(); ++i) s += (i ? "x" : "") + std::to_string(dims[i]);
+  return dims.empty() ? "a scalar" : s;
+}
+
+std::vector<char> encode(const CheckpointHeader& h, const NamedTensors& tensors) {
   Writer w;
   w.bytes(kMagic, sizeof kMagic);
   w.pod(kVersion);
@@ -121,6 +204,9 @@ void save_checkpoint(const std::string& dir, const CheckpointHeader& h, const Na
   w.pod(h.seed);
   w.str(h.model);
   w.str(h.optimizer);
+  w.pod(h.batch_size);
+  w.str(h.dataset);
+  w.pod(h.threads);
   w.pod<uint32_t>(static_cast<uint32_t>(tensors.size()));
   for (const auto& [name, t] : tensors) {
     const at::Tensor c = t.detach().to(at::kCPU).contiguous();
@@ -134,13 +220,19 @@ void save_checkpoint(const std::string& dir, const CheckpointHeader& h, const Na
   }
   const uint64_t sum = fnv1a(Span<const std::byte>(reinterpret_cast<const std::byte*>(w.buf().data()), w.buf().size()));
   w.pod(sum);
-  write_atomically(rank_file(dir, h.rank), w.buf());
+  return std::move(w.buf());
 }
 
-CheckpointHeader load_checkpoint(const std::string& dir, const CheckpointHeader& expect, const NamedTensors& into) {
-  const std::string path = rank_file(dir, expect.rank);
+}  // namespace
+
+void write_checkpoint_file(const std::string& path, const CheckpointHeader& header, const NamedTensors& tensors) {
+  write_atomically(path, encode(header, tensors));
+}
+
+CheckpointHeader read_checkpoint_file(const std::string& path, const CheckpointHeader& expect,
+                                      const NamedTensors& into) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(fmt::format("{}: no checkpoint here ({})", path, std::strerror(errno)));
+  if (!in) throw InputError(fmt::format("{}: no checkpoint here ({})", path, os_error(errno)));
   std::vector<char> buf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (buf.size() < sizeof kMagic + 12 || std::memcmp(buf.data(), kMagic, sizeof kMagic) != 0)
     throw InputError(fmt::format("{}: not an efsign checkpoint", path));
@@ -152,8 +244,9 @@ CheckpointHeader load_checkpoint(const std::string& dir, const CheckpointHeader&
   char magic[8];
   r.bytes(magic, 8);
   const uint32_t version = r.pod<uint32_t>();
-  if (version != kVersion)
-    throw InputError(fmt::format("{}: checkpoint format version {} (this build reads {})", path, version, kVersion));
+  if (version != 1 && version != kVersion)
+    throw InputError(fmt::format("{}: checkpoint format version {} (this build reads 1 and {})", path, version,
+                                 kVersion));
   CheckpointHeader h;
   h.world_size = r.pod<int32_t>();
   h.rank = r.pod<int32_t>();
@@ -164,6 +257,12 @@ CheckpointHeader load_checkpoint(const std::string& dir, const CheckpointHeader&
   h.seed = r.pod<uint64_t>();
   h.model = r.str();
   h.optimizer = r.str();
+  if (version >= 2) {  // format 1 (efsign 0.1) did not record these: they are not compared
+    h.batch_size = r.pod<int64_t>();
+    h.dataset = r.str();
+    h.threads = r.pod<int32_t>();
+  }
+  const std::string dir = parent_of(path);
   auto mismatch = [&](const char* what, const std::string& theirs, const std::string& ours) {
     if (theirs != ours)
       throw InputError(fmt::format("{}: checkpoint was written with {} {}, this run has {}", dir, what, theirs, ours));
@@ -171,48 +270,239 @@ CheckpointHeader load_checkpoint(const std::string& dir, const CheckpointHeader&
   mismatch("world size", std::to_string(h.world_size), std::to_string(expect.world_size));
   mismatch("model", h.model, expect.model);
   mismatch("optimizer", h.optimizer, expect.optimizer);
-  mismatch("layer table", hex64(h.layout_hash), hex64(expect.layout_hash));
   mismatch("seed", std::to_string(h.seed), std::to_string(expect.seed));
-  if (h.rank != expect.rank) throw InputError(fmt::format("{}: file of rank {} found under rank {}'s name", path, h.rank, expect.rank));
-  std::map<std::string, at::Tensor> targets(into.begin(), into.end());
+  if (version >= 2) {
+    mismatch("data set", h.dataset, expect.dataset);
+    mismatch("batch size per rank", std::to_string(h.batch_size), std::to_string(expect.batch_size));
+  }
+  if (h.rank != expect.rank)
+    throw InputError(fmt::format("{}: file of rank {} found under rank {}'s name", path, h.rank, expect.rank));
+  // The tensors: their names and shapes first (a different layer table names the first
+  // tensor that differs), then the data.
+  struct Entry {
+    std::string name;
+    int code;
+    std::vector<int64_t> dims;
+    uint64_t bytes;
+    std::size_t at;
+  };
   const uint32_t count = r.pod<uint32_t>();
-  if (count != into.size())
-    throw InputError(fmt::format("{}: checkpoint holds {} tensors, this run has {}", path, count, into.size()));
+  if (count > (1u << 20)) throw InputError(fmt::format("{}: corrupt checkpoint (implausible tensor count)", path));
+  std::vector<Entry> entries;
   for (uint32_t i = 0; i < count; ++i) {
-    const std::string name = r.str();
-    const int code = r.pod<uint8_t>();
+    Entry e;
+    e.name = r.str();
+    e.code = r.pod<uint8_t>();
     const uint32_t ndim = r.pod<uint32_t>();
-    if (ndim > 8) throw InputError(fmt::format("{}: corrupt checkpoint (tensor {} has {} dims)", path, name, ndim));
-    std::vector<int64_t> dims(ndim);
-    for (auto& d : dims) d = r.pod<int64_t>();
-    const uint64_t n = r.pod<uint64_t>();
-    auto it = targets.find(name);
-    if (it == targets.end()) throw InputError(fmt::format("{}: checkpoint tensor '{}' does not exist in this run", path, name));
-    at::Tensor& dst = it->second;
-    if (dims != dst.sizes().vec() || code != dtype_code(dst.scalar_type()) ||
-        n != static_cast<uint64_t>(dst.numel() * dst.element_size()))
-      throw InputError(fmt::format("{}: checkpoint tensor '{}' does not match this run's shape or type", path, name));
-    at::Tensor host = at::empty(dims, dst.options().device(at::kCPU));
-    r.bytes(host.data_ptr(), n);
-    at::NoGradGuard no_grad;
+    if (ndim > 8) throw InputError(fmt::format("{}: corrupt checkpoint (tensor {} has {} dims)", path, e.name, ndim));
+    e.dims.resize(ndim);
+    for (auto& d : e.dims) d = r.pod<int64_t>();
+    e.bytes = r.pod<uint64_t>();
+    e.at = r.position();
+    r.skip(e.bytes);
+    entries.push_back(std::move(e));
+  }
+  for (std::size_t i = 0; i < std::max<std::size_t>(entries.size(), into.size()); ++i) {
+    if (i >= entries.size())
+      throw InputError(fmt::format("{}: this run has tensor '{}' ({}), the checkpoint ends before it", dir,
+                                   into[i].first, shape_text(into[i].second.sizes().vec())));
+    if (i >= into.size())
+      throw InputError(fmt::format("{}: the checkpoint has tensor '{}' ({}), this run does not", dir, entries[i].name,
+                                   shape_text(entries[i].dims)));
+    const Entry& e = entries[i];
+    const at::Tensor& dst = into[i].second;
+    if (e.name != into[i].first || e.dims != dst.sizes().vec())
+      throw InputError(fmt::format("{}: the layer table differs: the checkpoint has '{}' ({}) where this run has "
+                                   "'{}' ({})", dir, e.name, shape_text(e.dims), into[i].first,
+                                   shape_text(dst.sizes().vec())));
+    if (e.code != dtype_code(dst.scalar_type()) || e.bytes != static_cast<uint64_t>(dst.numel() * dst.element_size()))
+      throw InputError(fmt::format("{}: checkpoint tensor '{}' does not match this run's type", path, e.name));
+  }
+  mismatch("layer table", hex64(h.layout_hash), hex64(expect.layout_hash));  // tensors agree: the table must too
+  at::NoGradGuard no_grad;
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    at::Tensor dst = into[i].second;
+    at::Tensor host = at::empty(entries[i].dims, dst.options().device(at::kCPU));
+    std::memcpy(host.data_ptr(), buf.data() + entries[i].at, entries[i].bytes);
     dst.copy_(host);
   }
   return h;
 }
 
-void write_manifest(const std::string& dir, const CheckpointHeader& h) {
-  const std::string line = JsonLine()
-                               .add("format", "efsign-checkpoint")
-                               .add("version", static_cast<int64_t>(kVersion))
-                               .add("world_size", h.world_size)
-                               .add("model", h.model)
-                               .add("optimizer", h.optimizer)
-                               .add("layout_hash", hex64(h.layout_hash))
-                               .add("epoch", h.epoch)
-                               .add("step", h.step)
-                               .add("global_step", h.global_step)
-                               .str() + "\n";
-  write_atomically(dir + "/manifest.json", std::vector<char>(line.begin(), line.end()));
+// ---- Checkpointer: Note [checkpoint generations].
+
+namespace {
+
+// The manifest: one JSON object (efsign/metrics.h's flat form).
+std::string manifest_text(const CheckpointHeader& h, int64_t generation) {
+  return JsonLine()
+             .add("format", "efsign-checkpoint")
+             .add("version", static_cast<int64_t>(kVersion))
+             .add("generation", generation)
+             .add("world_size", h.world_size)
+             .add("model", h.model)
+             .add("optimizer", h.optimizer)
+             .add("layout_hash", hex64(h.layout_hash))
+             .add("epoch", h.epoch)
+             .add("step", h.step)
+             .add("global_step", h.global_step)
+             .str() + "\n";
+}
+
+int64_t field_int(const std::map<std::string, JsonValue>& m, const std::string& key, const std::string& file) {
+  auto it = m.find(key);
+  if (it == m.end() || it->second.is_string) throw InputError(fmt::format("{}: no number \"{}\" in the manifest", file, key));
+  try {
+    return std::stoll(it->second.text);
+  } catch (const std::exception&) {
+    throw InputError(fmt::format("{}: \"{}\" is not a number", file, key));
+  }
+}
+
+// Rank 0's string reaches every rank.
+std::string broadcast_string(HostCommunicator& comm, std::string s) {
+  int64_t n = static_cast<int64_t>(s.size());
+  comm.broadcast(as_writable_bytes(Span<int64_t>(&n, 1)), 0);
+  s.resize(static_cast<std::size_t>(n));
+  if (n) comm.broadcast(Span<std::byte>(reinterpret_cast<std::byte*>(s.data()), s.size()), 0);
+  return s;
+}
+
+}  // namespace
+
+Checkpointer::Checkpointer(std::string dir, HostCommunicator& comm, int keep)
+    : dir_(std::move(dir)), comm_(comm), keep_(keep) {
+  if (keep_ < 1) throw UsageError(fmt::format("--keep-checkpoints must be >= 1 (got {})", keep_));
+  while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
+}
+
+void Checkpointer::start(bool resume, bool overwrite) {
+  const int rank = comm_.rank();
+  std::string err;
+  try {
+    make_dirs(dir_);
+    const std::string probe = fmt::format("{}/.efsign-probe-{}-{}", dir_, rank, ::getpid());
+    write_atomically(probe, {'\n'});
+    ::unlink(probe.c_str());
+  } catch (const InputError& e) {
+    err = e.what();
+  }
+  if (const std::string e = first_error(comm_, err); !e.empty()) throw InputError(e);
+  if (resume) return;
+  // A new run: a checkpoint already here is the user's work.
+  std::string found;
+  if (exists(dir_ + "/manifest.json")) found = fmt::format("{} holds a checkpoint", dir_);
+  for (int64_t g : generations(dir_))
+    if (found.empty() && exists(rank_file(gen_dir(dir_, g), rank)))
+      found = fmt::format("{} holds checkpoint files ({})", dir_, rank_file(gen_dir(dir_, g), rank));
+  if (found.empty() && exists(rank_file(dir_, rank))) found = fmt::format("{} holds a checkpoint", dir_);
+  const std::string any = first_error(comm_, found);
+  if (any.empty()) return;
+  if (!overwrite)
+    throw UsageError(any + ": pass --resume to continue it, or --overwrite-checkpoint to start afresh and replace it");
+  for (int64_t g : generations(dir_)) remove_rank_files(gen_dir(dir_, g), rank);
+  remove_rank_files(dir_, rank);
+  first_error(comm_, "");  // every rank's files are gone before the folders and the manifest
+  if (rank == 0) {
+    ::unlink((dir_ + "/manifest.json").c_str());
+    ::unlink((dir_ + "/manifest.json.tmp").c_str());
+  }
+  for (int64_t g : generations(dir_)) rmdir_quiet(gen_dir(dir_, g));
+  current_ = 0;
+}
+
+CheckpointHeader Checkpointer::load(const CheckpointHeader& expect, const NamedTensors& into, bool* threads_changed) {
+  const std::string manifest_path = dir_ + "/manifest.json";
+  std::string text, err;
+  if (comm_.rank() == 0) {
+    std::ifstream in(manifest_path);
+    if (!in) {
+      err = fmt::format("{}: no checkpoint here ({})", manifest_path, os_error(errno));
+    } else {
+      std::getline(in, text);
+      if (text.empty()) err = fmt::format("{}: empty manifest", manifest_path);
+    }
+  }
+  if (const std::string e = first_error(comm_, err); !e.empty()) throw InputError(e);
+  text = broadcast_string(comm_, text);
+  CheckpointHeader h;
+  int64_t generation = 0;
+  try {
+    std::map<std::string, JsonValue> m;
+    if (!parse_flat_json(text, m)) throw InputError(fmt::format("{}: not a manifest", manifest_path));
+    // A manifest without a generation is efsign 0.1's: the files lie in DIR itself.
+    generation = m.count("generation") ? field_int(m, "generation", manifest_path) : 0;
+    const std::string folder = generation > 0 ? gen_dir(dir_, generation) : dir_;
+    h = read_checkpoint_file(rank_file(folder, expect.rank), expect, into);
+    const int64_t want = field_int(m, "global_step", manifest_path);
+    if (h.global_step != want || h.epoch != field_int(m, "epoch", manifest_path) ||
+        h.step != field_int(m, "step", manifest_path))
+      throw InputError(fmt::format("{}: holds global step {} (epoch {}, step {}), but the manifest names step {}",
+                                   rank_file(folder, expect.rank), h.global_step, h.epoch, h.step, want));
+  } catch (const InputError& e) {
+    err = e.what();
+  }
+  if (const std::string e = first_error(comm_, err); !e.empty()) throw InputError(e);
+  // Every rank loaded the same generation and position (checked, not assumed).
+  int64_t mine[3] = {h.global_step, h.epoch, h.step};
+  std::vector<int64_t> all(3 * comm_.size());
+  comm_.allgather(as_bytes(Span<const int64_t>(mine, 3)), as_writable_bytes(Span<int64_t>(all)));
+  for (int r = 1; r < comm_.size(); ++r)
+    if (!std::equal(all.begin(), all.begin() + 3, all.begin() + 3 * r))
+      throw InputError(fmt::format("{}: rank {} loaded global step {}, rank 0 step {}: not one checkpoint", dir_, r,
+                                   all[3 * r], all[0]));
+  // Loaded: what an interrupted save left behind can go now.
+  for (int64_t g : generations(dir_)) {
+    if (g > generation) remove_rank_files(gen_dir(dir_, g), comm_.rank());
+    ::unlink((rank_file(gen_dir(dir_, g), comm_.rank()) + ".tmp").c_str());
+  }
+  if (comm_.rank() == 0) ::unlink((manifest_path + ".tmp").c_str());
+  current_ = generation;
+  if (threads_changed) *threads_changed = h.threads != 0 && h.threads != expect.threads;
+  return h;
+}
+
+void Checkpointer::save(const CheckpointHeader& header, const NamedTensors& tensors) {
+  const int rank = comm_.rank();
+  const int64_t g = current_ + 1;
+  const std::string folder = gen_dir(dir_, g);
+  std::string err;
+  try {
+    if (::mkdir(folder.c_str(), 0755) != 0 && errno != EEXIST)
+      throw InputError(fmt::format("{}: cannot create the checkpoint generation ({})", folder, os_error(errno)));
+    fsync_dir(dir_);
+    write_checkpoint_file(rank_file(folder, rank), header, tensors);
+  } catch (const InputError& e) {
+    err = e.what();
+  }
+  std::string e = first_error(comm_, err);
+  if (e.empty() && rank == 0) {  // the commit point: every rank's file is durable
+    try {
+      const std::string m = manifest_text(header, g);
+      write_atomically(dir_ + "/manifest.json", std::vector<char>(m.begin(), m.end()));
+    } catch (const InputError& ex) {
+      err = ex.what();
+    }
+  }
+  if (e.empty()) e = first_error(comm_, err);
+  if (!e.empty()) {  // the previous generation stays current: this one goes
+    remove_rank_files(folder, rank);
+    first_error(comm_, "");
+    rmdir_quiet(folder);
+    throw InputError(e);
+  }
+  current_ = g;
+  bool pruned = false;
+  for (int64_t old : generations(dir_))
+    if (old <= g - keep_) {
+      remove_rank_files(gen_dir(dir_, old), rank);
+      pruned = true;
+    }
+  if (pruned) {
+    first_error(comm_, "");  // every rank's files are gone before the folders
+    for (int64_t old : generations(dir_))
+      if (old <= g - keep_) rmdir_quiet(gen_dir(dir_, old));
+  }
 }
 
 }  // namespace efsign
