@@ -80,18 +80,16 @@ struct Identity {
   using type = T;
 };
 
-template <typename T>
-std::uint64_t to_bits(T v) {
-  static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= 8, "shuffles move at most 8 bytes");
-  std::uint64_t u = 0;
-  std::memcpy(&u, &v, sizeof(T));
-  return u;
-}
-template <typename T>
-T from_bits(std::uint64_t u) {
-  T v;
-  std::memcpy(&v, &u, sizeof(T));
-  return v;
+// The first sizeof(To) bytes of `from`'s representation as a To (the rest zero):
+// __float_as_uint & co., and the 64-bit payload of a shuffle.
+template <typename To, typename From>
+To bit_cast(From from) {
+  static_assert(std::is_trivially_copyable_v<From> && std::is_trivially_copyable_v<To> && sizeof(From) <= 8 &&
+                    sizeof(To) <= 8,
+                "at most 8 bytes of plain data");
+  To to{};
+  std::memcpy(&to, &from, std::min(sizeof(To), sizeof(From)));
+  return to;
 }
 
 // The callable that EFSIGN_LAUNCH yields: operator() takes the kernel's parameters (so
@@ -162,7 +160,8 @@ inline int __all_sync(unsigned int mask, int predicate, const char* file = __bui
   T fn(unsigned int mask, T var, ArgType arg, int width = 32, const char* file = __builtin_FILE(),            \
        int line = __builtin_LINE()) {                                                                          \
     namespace d = ::efsign::cuda_emu::detail;                                                                  \
-    return d::from_bits<T>(d::warp_shuffle(kind, mask, d::to_bits(var), static_cast<int>(arg), width, file, line)); \
+    return d::bit_cast<T>(d::warp_shuffle(kind, mask, d::bit_cast<std::uint64_t>(var), static_cast<int>(arg), width, \
+                                          file, line));                                                        \
   }
 EFSIGN_EMU_SHUFFLE(__shfl_sync, ::efsign::cuda_emu::detail::ShuffleKind::kIndex, int)
 EFSIGN_EMU_SHUFFLE(__shfl_down_sync, ::efsign::cuda_emu::detail::ShuffleKind::kDown, unsigned int)
@@ -217,26 +216,10 @@ inline double __dadd_rn(double a, double b) { return a + b; }
 inline double __dmul_rn(double a, double b) { return a * b; }
 inline double __ddiv_rn(double a, double b) { return a / b; }
 inline float __double2float_rn(double a) { return static_cast<float>(a); }
-inline unsigned int __float_as_uint(float f) {
-  unsigned int u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-inline float __uint_as_float(unsigned int u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline int __float_as_int(float f) {
-  int i;
-  std::memcpy(&i, &f, 4);
-  return i;
-}
-inline float __int_as_float(int i) {
-  float f;
-  std::memcpy(&f, &i, 4);
-  return f;
-}
+inline unsigned int __float_as_uint(float f) { return ::efsign::cuda_emu::detail::bit_cast<unsigned int>(f); }
+inline float __uint_as_float(unsigned int u) { return ::efsign::cuda_emu::detail::bit_cast<float>(u); }
+inline int __float_as_int(float f) { return ::efsign::cuda_emu::detail::bit_cast<int>(f); }
+inline float __int_as_float(int i) { return ::efsign::cuda_emu::detail::bit_cast<float>(i); }
 inline int __popc(unsigned int x) { return __builtin_popcount(x); }
 
 using std::isfinite;

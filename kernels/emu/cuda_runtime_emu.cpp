@@ -13,16 +13,19 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <type_traits>
 
 #include "cuda_runtime_api.h"
 #include "efsign_emu.h"
 #include "emu_internal.h"
 
 struct CUstream_st {
-  unsigned int flags = 0;
+  explicit CUstream_st(unsigned int f) : flags(f) {}
+  unsigned int flags;
 };
 struct CUevent_st {
-  unsigned int flags = 0;
+  explicit CUevent_st(unsigned int f) : flags(f) {}
+  unsigned int flags;
   bool recorded = false;
   std::chrono::steady_clock::time_point when;
 };
@@ -146,6 +149,28 @@ const char* kind_text(cudaMemcpyKind kind) {
     case cudaMemcpyDefault: break;
   }
   return "Default";
+}
+
+// Creates a stream or event with `flags` (of the `known` bits) and registers it.
+template <typename Handle>
+cudaError_t create_handle(Runtime& r, std::set<Handle>& live, Handle* out, unsigned int flags, unsigned int known,
+                          const char* who) {
+  if (!out) return fail(r, cudaErrorInvalidValue, std::string(who) + ": null pointer");
+  if (flags & ~known) return fail(r, cudaErrorInvalidValue, std::string(who) + ": unknown flags");
+  if (r.sticky) return r.sticky;
+  *out = new std::remove_pointer_t<Handle>(flags);
+  live.insert(*out);
+  return cudaSuccess;
+}
+
+template <typename Handle>
+cudaError_t destroy_handle(Runtime& r, std::set<Handle>& live, Handle h, const char* who) {
+  auto it = live.find(h);
+  if (it == live.end())
+    return fail(r, cudaErrorInvalidResourceHandle, std::string(who) + ": unknown handle " + pointer_text(h));
+  delete h;
+  live.erase(it);
+  return r.sticky;
 }
 
 // Validates a copy's pointers against its kind, then copies.
@@ -276,14 +301,7 @@ void launch_kernel(const char* name, dim3 grid, dim3 block, std::size_t dynamic_
   ++r.launch_count;
   r.records.push_back(LaunchRecord{name, grid, block, dynamic_shared, stream});
   if (r.records.size() > kMaxLaunchRecords) r.records.pop_front();
-  GridLaunch launch;
-  launch.name = name;
-  launch.grid = grid;
-  launch.block = block;
-  launch.dynamic_shared = dynamic_shared;
-  launch.thunk = thunk;
-  launch.closure = closure;
-  const std::string fault = run_grid(launch, r.schedule);
+  const std::string fault = run_grid(GridLaunch{name, grid, block, dynamic_shared, thunk, closure}, r.schedule);
   if (!fault.empty()) {
     r.sticky = cudaErrorLaunchFailure;
     r.last = cudaErrorLaunchFailure;
@@ -395,7 +413,8 @@ cudaError_t cudaDeviceReset() {
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   Runtime& r = rt();
   Lock lock(r.mu);
-  if (!free_bytes || !total_bytes) return efsign::cuda_emu::fail(r, cudaErrorInvalidValue, "cudaMemGetInfo: null pointer");
+  if (!free_bytes || !total_bytes)
+    return efsign::cuda_emu::fail(r, cudaErrorInvalidValue, "cudaMemGetInfo: null pointer");
   *free_bytes = efsign::cuda_emu::physical_bytes(_SC_AVPHYS_PAGES);
   *total_bytes = efsign::cuda_emu::physical_bytes(_SC_PHYS_PAGES);
   return r.sticky;
@@ -459,24 +478,14 @@ cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWith
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) {
   Runtime& r = rt();
   Lock lock(r.mu);
-  if (!stream) return efsign::cuda_emu::fail(r, cudaErrorInvalidValue, "cudaStreamCreate: null pointer");
-  if (flags & ~1u) return efsign::cuda_emu::fail(r, cudaErrorInvalidValue, "cudaStreamCreateWithFlags: unknown flags");
-  if (r.sticky) return r.sticky;
-  *stream = new CUstream_st{flags};
-  r.streams.insert(*stream);
-  return cudaSuccess;
+  return efsign::cuda_emu::create_handle(r, r.streams, stream, flags, cudaStreamNonBlocking,
+                                         "cudaStreamCreateWithFlags");
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   Runtime& r = rt();
   Lock lock(r.mu);
-  auto it = r.streams.find(stream);
-  if (it == r.streams.end())
-    return efsign::cuda_emu::fail(r, cudaErrorInvalidResourceHandle,
-                                  "cudaStreamDestroy: unknown stream " + efsign::cuda_emu::pointer_text(stream));
-  delete stream;
-  r.streams.erase(it);
-  return r.sticky;
+  return efsign::cuda_emu::destroy_handle(r, r.streams, stream, "cudaStreamDestroy");
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
@@ -502,24 +511,15 @@ cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlag
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
   Runtime& r = rt();
   Lock lock(r.mu);
-  if (!event) return efsign::cuda_emu::fail(r, cudaErrorInvalidValue, "cudaEventCreate: null pointer");
-  if (flags & ~0x7u) return efsign::cuda_emu::fail(r, cudaErrorInvalidValue, "cudaEventCreateWithFlags: unknown flags");
-  if (r.sticky) return r.sticky;
-  *event = new CUevent_st{flags, false, {}};
-  r.events.insert(*event);
-  return cudaSuccess;
+  return efsign::cuda_emu::create_handle(r, r.events, event, flags,
+                                         cudaEventBlockingSync | cudaEventDisableTiming | 0x4u /* interprocess */,
+                                         "cudaEventCreateWithFlags");
 }
 
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
   Runtime& r = rt();
   Lock lock(r.mu);
-  auto it = r.events.find(event);
-  if (it == r.events.end())
-    return efsign::cuda_emu::fail(r, cudaErrorInvalidResourceHandle,
-                                  "cudaEventDestroy: unknown event " + efsign::cuda_emu::pointer_text(event));
-  delete event;
-  r.events.erase(it);
-  return r.sticky;
+  return efsign::cuda_emu::destroy_handle(r, r.events, event, "cudaEventDestroy");
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {

@@ -45,6 +45,7 @@
 #endif
 #if EFSIGN_EMU_ASAN
 #include <pthread.h>
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -140,6 +141,11 @@ void ucontext_entry() { context_entry(g_ucontext_arg); }
 void make_context(Context& c, void* stack_lo, std::size_t size, void* arg) {
   c.stack_lo = stack_lo;
   c.stack_size = size;
+#if EFSIGN_EMU_ASAN
+  // The stack's previous thread was abandoned mid-frame (blocks reuse the stacks):
+  // its redzones are still poisoned.
+  __asan_unpoison_memory_region(stack_lo, size);
+#endif
 #if EFSIGN_EMU_ASM_SWITCH
   // Saved-state layout, from the stack pointer up: MXCSR | x87 CW, r15, r14, r13, r12,
   // rbx, rbp, return address. After the `ret` into efsign_emu_entry the stack pointer
@@ -505,7 +511,8 @@ class GridRun {
     }
     for (std::uint32_t m = t.mask; m; m &= m - 1) {
       const Thread& o = threads_[static_cast<std::size_t>(base + __builtin_ctz(m))];
-      if (o.op != t.op || o.mask != t.mask || (t.op == Collective::kShuffle && (o.kind != t.kind || o.width != t.width))) {
+      const bool same_shuffle = t.op != Collective::kShuffle || (o.kind == t.kind && o.width == t.width);
+      if (o.op != t.op || o.mask != t.mask || !same_shuffle) {
         note_fault("lane " + std::to_string(t.lane) + " is in " + collective_name(t) + " (mask " + hex(t.mask) +
                        ") while lane " + std::to_string(o.lane) + " of its mask is in " + collective_name(o) +
                        " (mask " + hex(o.mask) + ", " + o.file + ":" + std::to_string(o.line) + ")",
@@ -519,7 +526,8 @@ class GridRun {
         const int lane = __builtin_ctz(m);
         if (threads_[static_cast<std::size_t>(base + lane)].value) bits |= 1u << lane;
       }
-      for (std::uint32_t m = t.mask; m; m &= m - 1) threads_[static_cast<std::size_t>(base + __builtin_ctz(m))].result = bits;
+      for (std::uint32_t m = t.mask; m; m &= m - 1)
+        threads_[static_cast<std::size_t>(base + __builtin_ctz(m))].result = bits;
     } else if (t.op == Collective::kShuffle) {
       for (std::uint32_t m = t.mask; m; m &= m - 1) {
         Thread& o = threads_[static_cast<std::size_t>(base + __builtin_ctz(m))];
@@ -544,7 +552,8 @@ class GridRun {
     const auto delta = static_cast<unsigned>(o.arg);
     switch (o.kind) {
       case ShuffleKind::kIndex: return segment + (o.arg & (w - 1));
-      case ShuffleKind::kDown: return delta < static_cast<unsigned>(w - in_segment) ? lane + static_cast<int>(delta) : lane;
+      case ShuffleKind::kDown:
+        return delta < static_cast<unsigned>(w - in_segment) ? lane + static_cast<int>(delta) : lane;
       case ShuffleKind::kUp: return delta <= static_cast<unsigned>(in_segment) ? lane - static_cast<int>(delta) : lane;
       case ShuffleKind::kXor: {
         const int src = lane ^ (o.arg & (kWarpSize - 1));
@@ -564,8 +573,9 @@ class GridRun {
         const Thread& t = threads_[static_cast<std::size_t>(base + a)];
         int b = a + 1;
         auto same = [&](const Thread& o) {
-          return o.state == t.state && (t.state != State::kWarp || (o.op == t.op && o.mask == t.mask && o.kind == t.kind)) &&
-                 o.line == t.line && o.file == t.file;
+          const bool same_collective = o.op == t.op && o.mask == t.mask && o.kind == t.kind;
+          return o.state == t.state && (t.state != State::kWarp || same_collective) && o.line == t.line &&
+                 o.file == t.file;
         };
         while (b < lanes && same(threads_[static_cast<std::size_t>(base + b)])) ++b;
         s += " lanes " + std::to_string(a) + "-" + std::to_string(b - 1) + " ";
