@@ -50,16 +50,30 @@ namespace {
 
 using k::DeviceBuffer;
 
-class Event {
+// Owns a stream or an event: the subclass's constructor makes it, this destroys it.
+template <typename Handle, cudaError_t (*kDestroy)(Handle)>
+class Owned {
  public:
-  Event() { EFSIGN_CUDA_CHECK(cudaEventCreate(&e_)); }
-  ~Event() { cudaEventDestroy(e_); }
-  Event(const Event&) = delete;
-  Event& operator=(const Event&) = delete;
-  cudaEvent_t get() const { return e_; }
+  Owned() = default;
+  ~Owned() {
+    if (h_) kDestroy(h_);
+  }
+  Owned(const Owned&) = delete;
+  Owned& operator=(const Owned&) = delete;
+  Handle get() const { return h_; }
 
- private:
-  cudaEvent_t e_ = nullptr;
+ protected:
+  Handle h_ = nullptr;
+};
+
+class Event : public Owned<cudaEvent_t, cudaEventDestroy> {
+ public:
+  Event() { EFSIGN_CUDA_CHECK(cudaEventCreate(&h_)); }
+};
+
+class Stream : public Owned<cudaStream_t, cudaStreamDestroy> {
+ public:
+  Stream() { EFSIGN_CUDA_CHECK(cudaStreamCreateWithFlags(&h_, cudaStreamNonBlocking)); }
 };
 
 // Fills count elements of dst with copies of a block of random host values.
@@ -73,18 +87,6 @@ void fill_device(T* dst, int64_t count, Gen gen) {
     done += now;
   }
 }
-
-class Stream {
- public:
-  Stream() { EFSIGN_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
-  ~Stream() { cudaStreamDestroy(s_); }
-  Stream(const Stream&) = delete;
-  Stream& operator=(const Stream&) = delete;
-  cudaStream_t get() const { return s_; }
-
- private:
-  cudaStream_t s_ = nullptr;
-};
 
 // Median time in ms of `iters` runs of fn on `stream` after `warmup` untimed runs.
 template <typename Fn>

@@ -206,13 +206,14 @@ __global__ void __launch_bounds__(kThreads, kCompressMinBlocks)
   uint32_t* words = message + layer.word_offset + chunk.first_word;
 
   double l1;  // block-uniform dispatch on the optional buffers
-  if (state) {
-    l1 = momentum ? compress_chunk<kWd, true, true>(grad, param, momentum, state, words, num_words, count, params, s_prev)
-                  : compress_chunk<kWd, false, true>(grad, param, momentum, state, words, num_words, count, params, s_prev);
-  } else {
-    l1 = momentum ? compress_chunk<kWd, true, false>(grad, param, momentum, state, words, num_words, count, params, s_prev)
-                  : compress_chunk<kWd, false, false>(grad, param, momentum, state, words, num_words, count, params, s_prev);
-  }
+  if (state && momentum)
+    l1 = compress_chunk<kWd, true, true>(grad, param, momentum, state, words, num_words, count, params, s_prev);
+  else if (state)
+    l1 = compress_chunk<kWd, false, true>(grad, param, momentum, state, words, num_words, count, params, s_prev);
+  else if (momentum)
+    l1 = compress_chunk<kWd, true, false>(grad, param, momentum, state, words, num_words, count, params, s_prev);
+  else
+    l1 = compress_chunk<kWd, false, false>(grad, param, momentum, state, words, num_words, count, params, s_prev);
 
   const double chunk_l1 = block_sum(l1, warp_sums);
   const int32_t first_chunk = layer_first_chunk[chunk.layer];

@@ -15,17 +15,21 @@ set(EFSIGN_KERNEL_MUTANTS
   # The EF error's sign(0) = +1.
   "compress_error_sign|c >= 0.0f ? s_prev : -s_prev|c > 0.0f ? s_prev : -s_prev"
   # The layer's last block: off by one, so no block (or the wrong one) writes the scale.
-  "compress_last_block|atomicInc(counters + chunk.layer, limit) == limit|atomicInc(counters + chunk.layer, limit) == limit - 1u"
+  "compress_last_block|atomicInc(counters + chunk.layer, limit) == limit|\
+atomicInc(counters + chunk.layer, limit) == limit - 1u"
   # The block's L1 sum drops warp 0.
   "compress_block_sum|total += scratch[w]|total += (w > 0 ? scratch[w] : 0.0)"
   # The prefetched step is not the next one.
-  "compress_prefetch|(next, grad, param, momentum, state, base + kStep, count, lane)|(next, grad, param, momentum, state, base + kStep + 1, count, lane)"
+  "compress_prefetch|(next, grad, param, momentum, state, base + kStep, count, lane)|\
+(next, grad, param, momentum, state, base + kStep + 1, count, lane)"
   # Decode's average: a multiply by 1/W is not an IEEE division by W (W = 3).
-  "decode_divide|out[off] = __fsub_rn(x[k], __fdiv_rn(acc[k], wf))|out[off] = __fsub_rn(x[k], __fmul_rn(acc[k], 1.0f / wf))"
+  "decode_divide|out[off] = __fsub_rn(x[k], __fdiv_rn(acc[k], wf))|\
+out[off] = __fsub_rn(x[k], __fmul_rn(acc[k], 1.0f / wf))"
   # The bit transpose's first mask.
   "decode_transpose|uint32_t m = 0x0000ffffu|uint32_t m = 0x00ff00ffu"
   # The second rank group (W > 8) reloads the first.
-  "decode_rank_group|load_rank_word(words, stride, world, num_words, base, group + 1, lane)|load_rank_word(words, stride, world, num_words, base, group, lane)"
+  "decode_rank_group|load_rank_word(words, stride, world, num_words, base, group + 1, lane)|\
+load_rank_word(words, stride, world, num_words, base, group, lane)"
   # Decode writes one element past the chunk's last.
   "decode_bounds|if (off >= count) continue|if (off > count) continue"
   # A tied vote must leave x alone.

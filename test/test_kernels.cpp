@@ -81,28 +81,20 @@ bool have_gpu(std::string& why) {
     }                                                   \
   } while (0)
 
-// Note [wire format]'s layout of a message for layers that may be empty (LayerTable
-// refuses those; the kernels must take them: an empty layer or two-phase segment).
-class Layout {
- public:
-  explicit Layout(std::vector<int64_t> sizes) : sizes_(std::move(sizes)) {
-    for (int64_t n : sizes_) {
-      elem_offsets_.push_back(elem_offsets_.back() + n);
-      word_offsets_.push_back(word_offsets_.back() + words_for(n));
+// Note [wire format]'s message layout for layers that may be empty (LayerTable refuses
+// those; the kernels must take them: an empty layer, or an empty two-phase segment).
+// elem, word: each layer's first element and word, then the totals (L + 1 entries).
+struct Layout {
+  explicit Layout(std::vector<int64_t> layer_sizes) : sizes(std::move(layer_sizes)) {
+    for (int64_t n : sizes) {
+      elem.push_back(elem.back() + n);
+      word.push_back(word.back() + words_for(n));
     }
   }
-  int64_t num_layers() const { return static_cast<int64_t>(sizes_.size()); }
-  int64_t size(int64_t l) const { return sizes_[l]; }
-  int64_t elem_offset(int64_t l) const { return elem_offsets_[l]; }
-  int64_t word_offset(int64_t l) const { return word_offsets_[l]; }
-  int64_t words(int64_t l) const { return word_offsets_[l + 1] - word_offsets_[l]; }
-  int64_t total_elements() const { return elem_offsets_.back(); }
-  int64_t total_words() const { return word_offsets_.back(); }
-  int64_t scale_offset_words() const { return total_words(); }
-  int64_t message_words() const { return total_words() + num_layers(); }
-
- private:
-  std::vector<int64_t> sizes_, elem_offsets_{0}, word_offsets_{0};
+  int64_t layers() const { return static_cast<int64_t>(sizes.size()); }
+  int64_t scale(int64_t l) const { return word.back() + l; }  // the word of layer l's scale
+  int64_t message_words() const { return word.back() + layers(); }
+  std::vector<int64_t> sizes, elem{0}, word{0};
 };
 
 // The plan of a layer table, on the device.
@@ -183,17 +175,17 @@ bool within_one_ulp(float a, float b) {
 
 std::vector<k::DeviceLayer> device_layers(const Layout& table, const float* grad, float* param, float* momentum,
                                           float* state) {
-  std::vector<k::DeviceLayer> out(static_cast<std::size_t>(table.num_layers()));
-  for (int64_t l = 0; l < table.num_layers(); ++l) {
-    const int64_t off = table.elem_offset(l);
+  std::vector<k::DeviceLayer> out(static_cast<std::size_t>(table.layers()));
+  for (int64_t l = 0; l < table.layers(); ++l) {
+    const int64_t off = table.elem[l];
     k::DeviceLayer& d = out[static_cast<std::size_t>(l)];
     d.grad = grad ? grad + off : nullptr;
     d.param = param ? param + off : nullptr;
     d.momentum = momentum ? momentum + off : nullptr;
     d.state = state ? state + off : nullptr;
-    d.n = table.size(l);
-    d.word_offset = table.word_offset(l);
-    d.scale_index = table.scale_offset_words() + l;
+    d.n = table.sizes[l];
+    d.word_offset = table.word[l];
+    d.scale_index = table.scale(l);
     d.elem_offset = off;
   }
   return out;
@@ -235,38 +227,79 @@ float cpu_compress_layer(codec::LayerBuffers& b, const codec::CompressParams& cp
   return codec::compress_layer(b, cp, Isa::kPortable);
 }
 
-// One compress step of every layer on the CPU (the specification): the message.
-std::vector<uint32_t> cpu_compress(const Layout& table, const std::vector<float>& grad,
-                                   const std::vector<float>& param, std::vector<float>* momentum,
-                                   std::vector<float>* state, const std::vector<float>& prev,
-                                   const codec::CompressParams& cp) {
+// One compress step's inputs; an empty vector is an absent buffer (param: no weight
+// decay; momentum; EF state). prev: the previous scale of every layer.
+struct CompressInputs {
+  std::vector<float> grad, param, momentum, state, prev;
+};
+
+// One compress step of every layer on the CPU (the specification): the message;
+// in.momentum and in.state are updated.
+std::vector<uint32_t> cpu_compress(const Layout& table, CompressInputs& in, const codec::CompressParams& cp) {
   std::vector<uint32_t> msg(static_cast<std::size_t>(table.message_words()), 0u);
-  for (int64_t l = 0; l < table.num_layers(); ++l) {
-    const int64_t off = table.elem_offset(l), n = table.size(l);
+  for (int64_t l = 0; l < table.layers(); ++l) {
+    const int64_t off = table.elem[l], n = table.sizes[l];
     codec::LayerBuffers b;
-    b.grad = Span<const float>(grad.data() + off, n);
-    b.param = Span<const float>(param.data() + off, n);
-    if (momentum) b.momentum = Span<float>(momentum->data() + off, n);
-    if (state) b.state = Span<float>(state->data() + off, n);
-    b.prev_scale = prev[static_cast<std::size_t>(l)];
-    b.words = Span<uint32_t>(msg.data() + table.word_offset(l), table.words(l));
-    msg[static_cast<std::size_t>(table.scale_offset_words() + l)] = float_to_bits(cpu_compress_layer(b, cp));
+    b.grad = Span<const float>(in.grad.data() + off, n);
+    if (!in.param.empty()) b.param = Span<const float>(in.param.data() + off, n);
+    if (!in.momentum.empty()) b.momentum = Span<float>(in.momentum.data() + off, n);
+    if (!in.state.empty()) b.state = Span<float>(in.state.data() + off, n);
+    b.prev_scale = in.prev[static_cast<std::size_t>(l)];
+    b.words = Span<uint32_t>(msg.data() + table.word[l], table.word[l + 1] - table.word[l]);
+    msg[static_cast<std::size_t>(table.scale(l))] = float_to_bits(cpu_compress_layer(b, cp));
   }
   return msg;
 }
 
+// What the device holds after compress_launch ran `launches` times, with one set of
+// workspaces, on device copies of `in`, for layers placed as `layers` says (n,
+// word_offset, scale_index, elem_offset; the buffer pointers are filled in here) into
+// a block of `block_words` words set to 0xdeadbeef before every launch (so that every
+// word it must write is seen written).
+struct CompressResult {
+  std::vector<uint32_t> block, counters;
+  std::vector<float> prev, momentum, state;
+};
+CompressResult gpu_compress(std::vector<k::DeviceLayer> layers, int64_t block_words, const CompressInputs& in,
+                            const codec::CompressParams& cp, int launches = 1) {
+  std::vector<int64_t> sizes;
+  for (const k::DeviceLayer& l : layers) sizes.push_back(l.n);
+  const DevicePlan plan(sizes);
+  const int64_t L = static_cast<int64_t>(layers.size());
+  const DeviceBuffer<float> grad(in.grad), param(in.param);
+  DeviceBuffer<float> momentum(in.momentum), state(in.state);
+  auto at = [](const auto& buf, int64_t off) { return buf.size() ? buf.get() + off : nullptr; };
+  for (k::DeviceLayer& l : layers) {
+    l.grad = at(grad, l.elem_offset);
+    l.param = at(param, l.elem_offset);
+    l.momentum = at(momentum, l.elem_offset);
+    l.state = at(state, l.elem_offset);
+  }
+  const DeviceBuffer<k::DeviceLayer> d_layers(layers);
+  CompressWorkspace ws(L, plan.num_chunks());
+  ws.prev_scales.upload(in.prev);
+  DeviceBuffer<uint32_t> block(static_cast<std::size_t>(block_words));
+  for (int i = 0; i < launches; ++i) {
+    block.upload(std::vector<uint32_t>(static_cast<std::size_t>(block_words), 0xdeadbeefu));
+    k::compress_launch(d_layers.get(), static_cast<int>(L), plan.chunks.get(), plan.num_chunks(), plan.first.get(), cp,
+                       ws.prev_scales.get(), ws.partials.get(), ws.counters.get(), block.get(), nullptr);
+  }
+  EFSIGN_CUDA_CHECK(cudaDeviceSynchronize());
+  return {block.download(), ws.counters.download(), ws.prev_scales.download(), momentum.download(), state.download()};
+}
+
 std::vector<uint32_t> words_of(const Layout& table, const std::vector<uint32_t>& msg) {
-  return {msg.begin(), msg.begin() + table.total_words()};
+  return {msg.begin(), msg.begin() + table.word.back()};
 }
 
 // Requires the GPU's scales (in the message and in prev_scales) to be the CPU's: bit
 // for bit when `exact` or with a fixed scale, else to float rounding.
 void require_scales(const Layout& table, const std::vector<uint32_t>& gpu_msg, const std::vector<float>& gpu_prev,
                     const std::vector<uint32_t>& cpu_msg, bool exact) {
-  for (int64_t l = 0; l < table.num_layers(); ++l) {
-    const auto at = static_cast<std::size_t>(table.scale_offset_words() + l);
+  for (int64_t l = 0; l < table.layers(); ++l) {
+    const auto at = static_cast<std::size_t>(table.scale(l));
     const float g = bits_to_float(gpu_msg[at]), c = bits_to_float(cpu_msg[at]);
-    INFO("layer " << l << " of " << table.size(l) << " elements: gpu scale " << g << ", cpu scale " << c);
+    INFO("layer " << l << " of " << table.sizes[l] << " elements: gpu scale " << g << ", cpu scale " << c);
     REQUIRE(gpu_msg[at] == float_to_bits(gpu_prev[static_cast<std::size_t>(l)]));  // message and prev_scales agree
     if (exact)
       REQUIRE(gpu_msg[at] == cpu_msg[at]);
@@ -340,61 +373,46 @@ TEST_CASE("compress_launch matches codec::compress_layer: words, state, momentum
   SKIP_WITHOUT_GPU();
   for (const NamedTable& nt : compress_tables()) {
     const Layout table(nt.sizes);
-    const int64_t N = table.total_elements(), L = table.num_layers();
-    const DevicePlan plan(nt.sizes);
-    DeviceBuffer<float> d_grad(N), d_param(N), d_mom(N), d_state(N);
-    DeviceBuffer<uint32_t> d_msg(table.message_words());
-    CompressWorkspace ws(L, plan.num_chunks());  // counters zeroed once, reused by every launch below
+    const int64_t N = table.elem.back(), L = table.layers();
+    const std::vector<k::DeviceLayer> layers = device_layers(table, nullptr, nullptr, nullptr, nullptr);
     // Inputs drawn once per table; reused by every variant.
     std::mt19937 rng(1234u);
-    std::vector<float> param(N), momentum0(N), state0(N);
+    CompressInputs drawn;
+    drawn.param.resize(N);
+    drawn.momentum.resize(N);
+    drawn.state.resize(N);
+    fill_random(drawn.param, rng, 1.0f);
+    fill_random(drawn.momentum, rng, 0.1f);
+    fill_random(drawn.state, rng, 0.01f);
     std::vector<std::vector<float>> grads(3, std::vector<float>(N));
-    fill_random(param, rng, 1.0f);
-    fill_random(momentum0, rng, 0.1f);
-    fill_random(state0, rng, 0.01f);
     for (auto& g : grads) fill_random(g, rng, 1.0f);
-    d_param.upload(param);
 
     // Every combination of weight decay, momentum, EF state, and mean-|p| or fixed scale.
     for (int combo = 0; combo < 16; ++combo) {
       const bool wd = combo & 1, mom = combo & 2, ef = combo & 4, fixed = combo & 8;
       INFO(nt.name << ": weight decay " << wd << ", momentum " << mom << ", EF " << ef << ", fixed scale " << fixed);
-      std::vector<float> momentum = momentum0, state = state0;
-      d_mom.upload(momentum);
-      d_state.upload(state);
-      std::vector<float> prev(static_cast<std::size_t>(L));
-      for (int64_t l = 0; l < L; ++l) prev[l] = 0.005f + 0.001f * static_cast<float>(l % 7);
-      ws.prev_scales.upload(prev);
-
       codec::CompressParams cp;
       cp.lr = 0.1f;
       cp.weight_decay = wd ? 5e-4f : 0.0f;
       cp.momentum = 0.9f;
       cp.scale_mode = fixed ? codec::ScaleMode::kFixed : codec::ScaleMode::kMeanAbs;
       cp.fixed_scale = cp.lr;
-
-      const DeviceBuffer<k::DeviceLayer> d_layers(device_layers(
-          table, d_grad.get(), d_param.get(), mom ? d_mom.get() : nullptr, ef ? d_state.get() : nullptr));
+      CompressInputs in;
+      if (wd) in.param = drawn.param;
+      if (mom) in.momentum = drawn.momentum;
+      if (ef) in.state = drawn.state;
+      for (int64_t l = 0; l < L; ++l) in.prev.push_back(0.005f + 0.001f * static_cast<float>(l % 7));
       for (int step = 0; step < 3; ++step) {
         INFO("step " << step);
-        const std::vector<float>& grad = grads[step];
-        d_grad.upload(grad);
-        d_msg.upload(std::vector<uint32_t>(table.message_words(), 0xdeadbeefu));  // every word must be written
-        k::compress_launch(d_layers.get(), static_cast<int>(L), plan.chunks.get(), plan.num_chunks(), plan.first.get(),
-                           cp, ws.prev_scales.get(), ws.partials.get(), ws.counters.get(), d_msg.get(), nullptr);
-        EFSIGN_CUDA_CHECK(cudaDeviceSynchronize());
-        const std::vector<uint32_t> gpu_msg = d_msg.download();
-        const std::vector<float> gpu_prev = ws.prev_scales.download();
-
-        // The CPU, layer by layer, from the same state and the same previous scale.
-        const std::vector<uint32_t> cpu_msg =
-            cpu_compress(table, grad, param, mom ? &momentum : nullptr, ef ? &state : nullptr, prev, cp);
-        require_bit_exact("message words", words_of(table, gpu_msg), words_of(table, cpu_msg));
-        if (mom) require_bit_exact("momentum", d_mom.download(), momentum);
-        if (ef) require_bit_exact("EF state", d_state.download(), state);
-        require_scales(table, gpu_msg, gpu_prev, cpu_msg, fixed);
-        REQUIRE(ws.counters.download() == std::vector<uint32_t>(static_cast<std::size_t>(L), 0u));
-        prev = gpu_prev;  // the CPU's next step starts from the GPU's scale
+        in.grad = grads[step];
+        const CompressResult gpu = gpu_compress(layers, table.message_words(), in, cp);
+        const std::vector<uint32_t> cpu_msg = cpu_compress(table, in, cp);  // updates in.momentum, in.state
+        require_bit_exact("message words", words_of(table, gpu.block), words_of(table, cpu_msg));
+        require_bit_exact("momentum", gpu.momentum, in.momentum);
+        require_bit_exact("EF state", gpu.state, in.state);
+        require_scales(table, gpu.block, gpu.prev, cpu_msg, fixed);
+        REQUIRE(gpu.counters == std::vector<uint32_t>(static_cast<std::size_t>(L), 0u));
+        in.prev = gpu.prev;  // the CPU's next step starts from the GPU's scale
       }
     }
   }
@@ -405,79 +423,60 @@ TEST_CASE("compress_launch scales are bit-exact when every partial sum is exact"
   // Multiples of 1/16 up to 8 in magnitude, lr and s_prev powers of two: every p is a
   // multiple of 1/64 below 2^5, so every L1 partial sum is exact in double and the
   // reduction order cannot matter.
-  const std::vector<int64_t> sizes{kMultiChunk, 33, 0, 10007};
-  const Layout table(sizes);
-  const int64_t N = table.total_elements(), L = table.num_layers();
-  const DevicePlan plan(sizes);
+  const Layout table({kMultiChunk, 33, 0, 10007});
   std::mt19937 rng(5u);
   std::uniform_int_distribution<int> sixteenths(-128, 128);
-  std::vector<float> grad(N), state(N), param(N, 0.0f);
-  for (float& g : grad) g = static_cast<float>(sixteenths(rng)) / 16.0f;
-  for (float& c : state) c = static_cast<float>(sixteenths(rng)) / 16.0f;
-  const std::vector<float> prev(static_cast<std::size_t>(L), 0.25f);
+  CompressInputs in;
+  for (int64_t i = 0; i < table.elem.back(); ++i) {
+    in.grad.push_back(static_cast<float>(sixteenths(rng)) / 16.0f);
+    in.state.push_back(static_cast<float>(sixteenths(rng)) / 16.0f);
+  }
+  in.prev.assign(static_cast<std::size_t>(table.layers()), 0.25f);
   codec::CompressParams cp;
   cp.lr = 0.5f;
-
-  DeviceBuffer<float> d_grad(grad), d_state(state);
-  DeviceBuffer<uint32_t> d_msg(table.message_words());
-  CompressWorkspace ws(L, plan.num_chunks());
-  ws.prev_scales.upload(prev);
-  const DeviceBuffer<k::DeviceLayer> d_layers(device_layers(table, d_grad.get(), nullptr, nullptr, d_state.get()));
-  k::compress_launch(d_layers.get(), static_cast<int>(L), plan.chunks.get(), plan.num_chunks(), plan.first.get(), cp,
-                     ws.prev_scales.get(), ws.partials.get(), ws.counters.get(), d_msg.get(), nullptr);
-  EFSIGN_CUDA_CHECK(cudaDeviceSynchronize());
-  const std::vector<uint32_t> cpu_msg = cpu_compress(table, grad, param, nullptr, &state, prev, cp);
-  const std::vector<uint32_t> gpu_msg = d_msg.download();
-  require_bit_exact("whole message, scales included", gpu_msg, cpu_msg);
-  require_bit_exact("EF state", d_state.download(), state);
-  require_scales(table, gpu_msg, ws.prev_scales.download(), cpu_msg, /*exact=*/true);
+  const CompressResult gpu =
+      gpu_compress(device_layers(table, nullptr, nullptr, nullptr, nullptr), table.message_words(), in, cp);
+  const std::vector<uint32_t> cpu_msg = cpu_compress(table, in, cp);
+  require_bit_exact("whole message, scales included", gpu.block, cpu_msg);
+  require_bit_exact("EF state", gpu.state, in.state);
+  require_scales(table, gpu.block, gpu.prev, cpu_msg, /*exact=*/true);
 }
 
 TEST_CASE("compress_launch: a NaN or Inf in p makes the layer's scale non-finite, as the CPU codec", "[gpu]") {
   SKIP_WITHOUT_GPU();
-  const std::vector<int64_t> sizes{kMultiChunk, 100, 100, 33};
-  const Layout table(sizes);
-  const int64_t N = table.total_elements(), L = table.num_layers();
-  const DevicePlan plan(sizes);
+  const Layout table({kMultiChunk, 100, 100, 33});
   std::mt19937 rng(77u);
-  std::vector<float> grad(N), state0(N, 0.0f), param(N, 0.0f);
-  fill_random(grad, rng, 1.0f);
-  grad[table.elem_offset(0) + 200000] = std::numeric_limits<float>::quiet_NaN();  // one chunk of a large layer
-  grad[table.elem_offset(1) + 7] = std::numeric_limits<float>::infinity();
-  grad[table.elem_offset(2) + 99] = -std::numeric_limits<float>::infinity();
+  CompressInputs drawn;
+  drawn.grad.resize(table.elem.back());
+  fill_random(drawn.grad, rng, 1.0f);
+  drawn.grad[table.elem[0] + 200000] = std::numeric_limits<float>::quiet_NaN();  // one chunk of a large layer
+  drawn.grad[table.elem[1] + 7] = std::numeric_limits<float>::infinity();
+  drawn.grad[table.elem[2] + 99] = -std::numeric_limits<float>::infinity();
+  drawn.state.assign(drawn.grad.size(), 0.0f);
+  drawn.prev.assign(static_cast<std::size_t>(table.layers()), 0.0f);
   for (bool fixed : {false, true}) {
     INFO("fixed scale " << fixed);
     codec::CompressParams cp;
     cp.lr = 0.1f;
     cp.scale_mode = fixed ? codec::ScaleMode::kFixed : codec::ScaleMode::kMeanAbs;
     cp.fixed_scale = 0.1f;
-    std::vector<float> state = state0;
-    const std::vector<float> prev(static_cast<std::size_t>(L), 0.0f);
-    DeviceBuffer<float> d_grad(grad), d_state(state);
-    DeviceBuffer<uint32_t> d_msg(table.message_words());
-    CompressWorkspace ws(L, plan.num_chunks());
-    ws.prev_scales.upload(prev);
-    const DeviceBuffer<k::DeviceLayer> d_layers(device_layers(table, d_grad.get(), nullptr, nullptr, d_state.get()));
-    k::compress_launch(d_layers.get(), static_cast<int>(L), plan.chunks.get(), plan.num_chunks(), plan.first.get(),
-                       cp, ws.prev_scales.get(), ws.partials.get(), ws.counters.get(), d_msg.get(), nullptr);
-    EFSIGN_CUDA_CHECK(cudaDeviceSynchronize());
-    const std::vector<uint32_t> cpu_msg = cpu_compress(table, grad, param, nullptr, &state, prev, cp);
-    const std::vector<uint32_t> gpu_msg = d_msg.download();
-    require_bit_exact("message words", words_of(table, gpu_msg), words_of(table, cpu_msg));
-    require_bit_exact("EF state", d_state.download(), state, /*nan_equal=*/true);
-    const auto scale = [&](const std::vector<uint32_t>& m, int64_t l) {
-      return bits_to_float(m[static_cast<std::size_t>(table.scale_offset_words() + l)]);
-    };
-    CHECK(std::isnan(scale(gpu_msg, 0)));
-    CHECK(std::isfinite(scale(gpu_msg, 3)));
+    CompressInputs in = drawn;
+    const CompressResult gpu =
+        gpu_compress(device_layers(table, nullptr, nullptr, nullptr, nullptr), table.message_words(), in, cp);
+    const std::vector<uint32_t> cpu_msg = cpu_compress(table, in, cp);
+    require_bit_exact("message words", words_of(table, gpu.block), words_of(table, cpu_msg));
+    require_bit_exact("EF state", gpu.state, in.state, /*nan_equal=*/true);
+    const auto scale = [&](const std::vector<uint32_t>& m, int64_t l) { return bits_to_float(m[table.scale(l)]); };
+    CHECK(std::isnan(scale(gpu.block, 0)));
+    CHECK(std::isfinite(scale(gpu.block, 3)));
     if (fixed) {
       for (int64_t l = 0; l < 3; ++l)  // the CPU's quiet NaN, bit for bit
-        CHECK(gpu_msg[table.scale_offset_words() + l] == cpu_msg[table.scale_offset_words() + l]);
+        CHECK(gpu.block[table.scale(l)] == cpu_msg[table.scale(l)]);
     } else {
-      CHECK(scale(gpu_msg, 1) == std::numeric_limits<float>::infinity());
-      CHECK(scale(gpu_msg, 2) == std::numeric_limits<float>::infinity());  // |p| sums to +Inf
+      CHECK(scale(gpu.block, 1) == std::numeric_limits<float>::infinity());
+      CHECK(scale(gpu.block, 2) == std::numeric_limits<float>::infinity());  // |p| sums to +Inf
     }
-    require_scales(table, gpu_msg, ws.prev_scales.download(), cpu_msg, fixed);
+    require_scales(table, gpu.block, gpu.prev, cpu_msg, fixed);
   }
 }
 
@@ -485,97 +484,69 @@ TEST_CASE("compress_launch writes exactly its words and scales, wherever the lay
   SKIP_WITHOUT_GPU();
   // Layers in a block of their own layout: words in reverse layer order with a gap of
   // 3 words after each, scales first and in reverse order (as the two-phase server's
-  // segments may be); every other word must stay as it was.
-  const std::vector<int64_t> sizes{33, 0, kMultiChunk, 64, 1};
-  const int64_t L = static_cast<int64_t>(sizes.size());
-  const Layout flat(sizes);
-  std::vector<int64_t> word_offset(static_cast<std::size_t>(L)), scale_index(static_cast<std::size_t>(L));
+  // segments may be); every other word must stay as it was. Two launches: the second
+  // finds the arrival counters as the first left them.
+  const Layout flat({33, 0, kMultiChunk, 64, 1});
+  const int64_t L = flat.layers();
+  std::vector<k::DeviceLayer> layers = device_layers(flat, nullptr, nullptr, nullptr, nullptr);
   int64_t next = L;
   for (int64_t l = L - 1; l >= 0; --l) {
-    word_offset[l] = next;
-    next += words_for(sizes[l]) + 3;
-    scale_index[l] = L - 1 - l;
+    layers[l].word_offset = next;
+    layers[l].scale_index = L - 1 - l;
+    next += words_for(flat.sizes[l]) + 3;
   }
   const int64_t block_words = next;
-  const DevicePlan plan(sizes);
   std::mt19937 rng(3u);
-  std::vector<float> grad(flat.total_elements()), param(flat.total_elements(), 0.0f);
-  fill_random(grad, rng, 1.0f);
-  DeviceBuffer<float> d_grad(grad);
-  std::vector<k::DeviceLayer> layers = device_layers(flat, d_grad.get(), nullptr, nullptr, nullptr);
-  for (int64_t l = 0; l < L; ++l) {
-    layers[l].word_offset = word_offset[l];
-    layers[l].scale_index = scale_index[l];
-  }
-  const DeviceBuffer<k::DeviceLayer> d_layers(layers);
-  DeviceBuffer<uint32_t> d_block(static_cast<std::size_t>(block_words));
-  CompressWorkspace ws(L, plan.num_chunks());
+  CompressInputs in;
+  in.grad.resize(flat.elem.back());
+  fill_random(in.grad, rng, 1.0f);
+  in.prev.assign(static_cast<std::size_t>(L), 0.0f);
   codec::CompressParams cp;
   cp.lr = 0.25f;
-  for (int launch = 0; launch < 2; ++launch) {  // the second launch reuses the counters as left
-    INFO("launch " << launch);
-    d_block.upload(std::vector<uint32_t>(static_cast<std::size_t>(block_words), 0xdeadbeefu));
-    k::compress_launch(d_layers.get(), static_cast<int>(L), plan.chunks.get(), plan.num_chunks(), plan.first.get(), cp,
-                       ws.prev_scales.get(), ws.partials.get(), ws.counters.get(), d_block.get(), nullptr);
-    EFSIGN_CUDA_CHECK(cudaDeviceSynchronize());
-    const std::vector<uint32_t> cpu_msg =
-        cpu_compress(flat, grad, param, nullptr, nullptr, std::vector<float>(static_cast<std::size_t>(L)), cp);
-    std::vector<uint32_t> want(static_cast<std::size_t>(block_words), 0xdeadbeefu);
-    for (int64_t l = 0; l < L; ++l) {
-      std::copy_n(cpu_msg.begin() + flat.word_offset(l), flat.words(l), want.begin() + word_offset[l]);
-      want[static_cast<std::size_t>(scale_index[l])] = cpu_msg[flat.scale_offset_words() + l];
-    }
-    const std::vector<uint32_t> got = d_block.download();
-    for (int64_t l = 0; l < L; ++l) {  // scales to float rounding, then compare the rest exactly
-      const auto s = static_cast<std::size_t>(scale_index[l]);
-      INFO("layer " << l);
-      REQUIRE(within_one_ulp(bits_to_float(got[s]), bits_to_float(want[s])));
-      want[s] = got[s];
-    }
-    require_bit_exact("block", got, want);
-    REQUIRE(ws.counters.download() == std::vector<uint32_t>(static_cast<std::size_t>(L), 0u));
+  const CompressResult gpu = gpu_compress(layers, block_words, in, cp, /*launches=*/2);
+  const std::vector<uint32_t> cpu_msg = cpu_compress(flat, in, cp);
+  std::vector<uint32_t> want(static_cast<std::size_t>(block_words), 0xdeadbeefu);
+  for (int64_t l = 0; l < L; ++l) {
+    std::copy(cpu_msg.begin() + flat.word[l], cpu_msg.begin() + flat.word[l + 1], want.begin() + layers[l].word_offset);
+    const auto s = static_cast<std::size_t>(layers[l].scale_index);
+    INFO("layer " << l);
+    REQUIRE(within_one_ulp(bits_to_float(gpu.block[s]), bits_to_float(cpu_msg[flat.scale(l)])));
+    want[s] = gpu.block[s];  // scales to float rounding; every other word exactly
   }
+  require_bit_exact("block", gpu.block, want);
+  REQUIRE(gpu.counters == std::vector<uint32_t>(static_cast<std::size_t>(L), 0u));
 }
 
 #if defined(EFSIGN_CUDA_EMULATION)
 TEST_CASE("compress_launch gives the same bytes whichever block of a layer finishes last", "[gpu][emu]") {
   // The emulation runs a grid's blocks in the order asked for, so each order makes a
   // different block the last of its layer (the one that sums the partials).
-  const std::vector<int64_t> sizes{kMultiChunk, 10007, 33};
-  const Layout table(sizes);
-  const int64_t N = table.total_elements(), L = table.num_layers();
-  const DevicePlan plan(sizes);
+  const Layout table({kMultiChunk, 10007, 33});
   std::mt19937 rng(11u);
-  std::vector<float> grad(N), state(N);
-  fill_random(grad, rng, 1.0f);
-  fill_random(state, rng, 0.01f);
+  CompressInputs in;
+  in.grad.resize(table.elem.back());
+  in.state.resize(table.elem.back());
+  fill_random(in.grad, rng, 1.0f);
+  fill_random(in.state, rng, 0.01f);
+  in.prev.assign(static_cast<std::size_t>(table.layers()), 0.003f);
   codec::CompressParams cp;
   cp.lr = 0.1f;
-  std::vector<uint32_t> first_msg;
-  std::vector<float> first_state;
   using efsign::cuda_emu::Order;
-  const efsign::cuda_emu::Schedule orders[] = {
-      {Order::kForward, Order::kForward, 0}, {Order::kReverse, Order::kReverse, 0},
-      {Order::kShuffled, Order::kShuffled, 1}, {Order::kShuffled, Order::kForward, 2}};
+  const efsign::cuda_emu::Schedule orders[] = {{Order::kForward, Order::kForward, 0},
+                                               {Order::kReverse, Order::kReverse, 0},
+                                               {Order::kShuffled, Order::kShuffled, 1},
+                                               {Order::kShuffled, Order::kForward, 2}};
+  const std::vector<k::DeviceLayer> layers = device_layers(table, nullptr, nullptr, nullptr, nullptr);
+  std::vector<CompressResult> results;
   for (const efsign::cuda_emu::Schedule& order : orders) {
-    INFO("block order " << static_cast<int>(order.blocks) << ", thread order " << static_cast<int>(order.threads)
-                        << ", seed " << order.seed);
-    DeviceBuffer<float> d_grad(grad), d_state(state);
-    DeviceBuffer<uint32_t> d_msg(table.message_words());
-    CompressWorkspace ws(L, plan.num_chunks());
-    ws.prev_scales.upload(std::vector<float>(static_cast<std::size_t>(L), 0.003f));
-    const DeviceBuffer<k::DeviceLayer> d_layers(device_layers(table, d_grad.get(), nullptr, nullptr, d_state.get()));
     efsign::cuda_emu::set_schedule(order);
-    k::compress_launch(d_layers.get(), static_cast<int>(L), plan.chunks.get(), plan.num_chunks(), plan.first.get(), cp,
-                       ws.prev_scales.get(), ws.partials.get(), ws.counters.get(), d_msg.get(), nullptr);
+    results.push_back(gpu_compress(layers, table.message_words(), in, cp));
     efsign::cuda_emu::set_schedule({});
-    if (first_msg.empty()) {
-      first_msg = d_msg.download();
-      first_state = d_state.download();
-      continue;
-    }
-    require_bit_exact("message, scales included", d_msg.download(), first_msg);
-    require_bit_exact("EF state", d_state.download(), first_state);
+  }
+  for (std::size_t i = 1; i < results.size(); ++i) {
+    INFO("schedule " << i << " against schedule 0");
+    require_bit_exact("message, scales included", results[i].block, results[0].block);
+    require_bit_exact("EF state", results[i].state, results[0].state);
   }
 }
 #endif
@@ -586,20 +557,20 @@ namespace {
 // random gradients and a per-rank lr; some scales are replaced by a subnormal.
 std::vector<uint32_t> cpu_messages(const Layout& table, int world, uint32_t seed) {
   std::mt19937 rng(seed);
-  const int64_t mw = table.message_words(), L = table.num_layers();
+  const int64_t mw = table.message_words(), L = table.layers();
   std::vector<uint32_t> messages(static_cast<std::size_t>(world * mw));
-  std::vector<float> grad(table.total_elements());
+  std::vector<float> grad(table.elem.back());
   for (int w = 0; w < world; ++w) {
     fill_random(grad, rng, 1.0f);
     for (int64_t l = 0; l < L; ++l) {
       codec::LayerBuffers b;
-      b.grad = Span<const float>(grad.data() + table.elem_offset(l), table.size(l));
-      b.words = Span<uint32_t>(messages.data() + w * mw + table.word_offset(l), table.words(l));
+      b.grad = Span<const float>(grad.data() + table.elem[l], table.sizes[l]);
+      b.words = Span<uint32_t>(messages.data() + w * mw + table.word[l], (table.word[l + 1] - table.word[l]));
       codec::CompressParams cp;
       cp.lr = 0.01f * static_cast<float>(w + 1);
       float scale = cpu_compress_layer(b, cp);
       if ((w + l) % 9 == 4) scale = 3.0e-39f;  // a subnormal scale
-      messages[static_cast<std::size_t>(w * mw + table.scale_offset_words() + l)] = float_to_bits(scale);
+      messages[static_cast<std::size_t>(w * mw + table.scale(l))] = float_to_bits(scale);
     }
   }
   return messages;
@@ -715,7 +686,7 @@ TEST_CASE("decode_launch: NaN, Inf and zero scales decode as on the CPU", "[gpu]
   const std::vector<k::DeviceLayer> layers = device_layers(table, nullptr, nullptr, nullptr, nullptr);
   for (int world : {1, 2, 3}) {
     std::vector<uint32_t> messages = cpu_messages(table, world, 5u + world);
-    const int64_t mw = table.message_words(), so = table.scale_offset_words();
+    const int64_t mw = table.message_words(), so = table.word.back();
     messages[so + 0] = float_to_bits(std::numeric_limits<float>::quiet_NaN());
     messages[so + 1] = float_to_bits(std::numeric_limits<float>::infinity());
     messages[(world - 1) * mw + so + 2] = float_to_bits(-std::numeric_limits<float>::infinity());
@@ -731,14 +702,14 @@ TEST_CASE("error_from_state_launch matches codec::error_from_state bit for bit",
   SKIP_WITHOUT_GPU();
   const std::vector<int64_t> sizes{1, 0, 33, 10007, kMultiChunk};
   const Layout table(sizes);
-  const int64_t N = table.total_elements(), L = table.num_layers();
+  const int64_t N = table.elem.back(), L = table.layers();
   std::mt19937 rng(21u);
   std::vector<float> p(N);
   fill_random(p, rng, 0.1f);
   // Scales as a message's scale words (layer l at scale_offset + l); one a subnormal.
   std::vector<uint32_t> words(static_cast<std::size_t>(table.message_words()), 0u);
   for (int64_t l = 0; l < L; ++l)
-    words[table.scale_offset_words() + l] = float_to_bits(l == 2 ? 3.0e-39f : 0.01f * static_cast<float>(l + 1));
+    words[table.scale(l)] = float_to_bits(l == 2 ? 3.0e-39f : 0.01f * static_cast<float>(l + 1));
   DeviceBuffer<float> d_p(p), d_e(N);
   DeviceBuffer<uint32_t> d_words(words);
   const DeviceBuffer<k::DeviceLayer> d_layers(device_layers(table, d_p.get(), d_e.get(), nullptr, nullptr));
@@ -748,9 +719,9 @@ TEST_CASE("error_from_state_launch matches codec::error_from_state bit for bit",
   EFSIGN_CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<float> e(N);
   for (int64_t l = 0; l < L; ++l)
-    codec::error_from_state(Span<const float>(p.data() + table.elem_offset(l), table.size(l)),
-                            bits_to_float(words[table.scale_offset_words() + l]),
-                            Span<float>(e.data() + table.elem_offset(l), table.size(l)));
+    codec::error_from_state(Span<const float>(p.data() + table.elem[l], table.sizes[l]),
+                            bits_to_float(words[table.scale(l)]),
+                            Span<float>(e.data() + table.elem[l], table.sizes[l]));
   require_bit_exact("error", d_e.download(), e);
 }
 
@@ -779,7 +750,7 @@ TEST_CASE("gather_grads_launch and sgdm_update_launch match the CPU sgdm loop bi
       kEmulated ? std::vector<int64_t>{1, 31, 32, 33, 10007, kMultiChunk, 8192, 64, 0}
                 : std::vector<int64_t>{1, 31, 32, 33, 4097, 1000003, 8192, 64, 64, 0};
   const Layout table(sizes);
-  const int64_t N = table.total_elements(), L = table.num_layers();
+  const int64_t N = table.elem.back(), L = table.layers();
   const DevicePlan plan(sizes);
   std::mt19937 rng(7u);
   std::vector<float> grad(N), param(N), momentum(N), flat(N);
@@ -846,7 +817,7 @@ TEST_CASE("every launcher launches on the stream it is given, never on the defau
   EFSIGN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   const std::vector<int64_t> sizes{33, 0, 10007};
   const Layout table(sizes);
-  const int64_t N = table.total_elements(), L = table.num_layers();
+  const int64_t N = table.elem.back(), L = table.layers();
   const DevicePlan plan(sizes);
   std::vector<float> ones(N, 1.0f);
   DeviceBuffer<float> a(ones), b(ones), c(ones), flat(N);
