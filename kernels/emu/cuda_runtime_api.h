@@ -18,7 +18,9 @@
 //     a __ballot_sync not reached by every lane of its mask, a deadlock, an exception)
 //     is a sticky cudaErrorLaunchFailure, as a faulting kernel is on a GPU: it is
 //     returned by the launch's cudaGetLastError and by every later call until
-//     cudaDeviceReset(); cudaGetErrorString gives the details (kernel, block, thread).
+//     cudaDeviceReset(). cudaGetErrorString adds the details of the latest error with
+//     that code (for a fault: kernel, block, thread, source line); its text stays
+//     valid until the next cudaGetErrorString of the same code.
 //   * The functions have C++ linkage (the real runtime's have C linkage), so an object
 //     built against the real headers can never bind to these, nor these to libcudart:
 //     mixing the two in one binary fails to link instead of running the wrong one.
