@@ -1,4 +1,8 @@
-// kernels/device_buffer.h — owns `count` elements of device memory (plain C++, no nvcc).
+// kernels/device_buffer.h — owns `count` elements of device memory (plain C++, no nvcc;
+// builds against the real runtime or the CUDA emulation). The one DeviceBuffer.
+//   DeviceBuffer<T>(count)   cudaMalloc; freed by the destructor (never throws there)
+//   DeviceBuffer<T>(host)    the same, then upload(host)
+//   upload / download        synchronous cudaMemcpy of all `count` elements
 #pragma once
 
 #include <cstddef>
@@ -14,6 +18,7 @@ class DeviceBuffer {
   explicit DeviceBuffer(std::size_t count) : count_(count) {
     if (count > 0) EFSIGN_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&ptr_), count * sizeof(T)));
   }
+  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
   ~DeviceBuffer() {
     if (ptr_) cudaFree(ptr_);
   }

@@ -7,13 +7,31 @@
 //     src/optim/sgdm_optimizer.cpp) written with __f*_rn intrinsics and built with
 //     -fmad=false, so words, EF state, momentum and parameters are bit-exact.
 //   * Layout: one block of kThreads per Chunk (a run of <= 256 words of one layer).
-//     A warp handles kIlp consecutive words per iteration, lane i taking element
+//     A warp handles a few consecutive words per step, lane i taking element
 //     32*word + i, so every array access of a warp is one coalesced 128-byte line and
 //     __ballot_sync yields the wire word directly (bit i = lane i).
-//   * The L1 sum is reduced in a fixed order (lane order within a thread, shuffle tree
-//     within a warp, warp order within a block, chunk-strided then tree in finalize):
-//     the same inputs give the same scale on every run. No atomics anywhere.
+//   * The L1 sum is reduced in a fixed order (per thread in index order, a shuffle
+//     tree within a warp, warp order within a block; then the layer's chunk partials,
+//     strided over the threads of one block, and the same trees): the same inputs give
+//     the same scale on every run, whichever block of a layer finishes last.
 //   * Pointers of a DeviceLayer may have any 4-byte alignment (layers of a flat buffer).
+//   * The same file builds as host C++ against the CUDA emulation (efsign_kernels_emu,
+//     kernels/cuda_device.h): kernels are launched with EFSIGN_LAUNCH, dynamic shared
+//     memory is declared with EFSIGN_DYNAMIC_SHARED.
+//
+// Note [kernel memory pipeline]
+//   Compress and decode are bound by memory bandwidth, which needs enough bytes in
+//   flight per SM (H200: ~4.8 TB/s over 132 SMs at ~0.7 us latency, ~25 KB per SM).
+//   So: (1) a block issues its first data loads right after it has read its chunk and
+//   layer descriptors, before any barrier; (2) each warp loads the NEXT step's inputs
+//   before the arithmetic of the current one (register double buffering), so a warp
+//   never waits for a full round trip between steps; (3) __launch_bounds__ caps the
+//   registers so that kMinBlocks blocks fit on an SM; (4) decode fetches the words of
+//   up to kDecodeRanksPerLoad ranks for a step with ONE load per lane (lane j: rank
+//   j / kDecodeWords, word j % kDecodeWords) and hands each lane its bits with a 32x32
+//   bit transpose in five shuffles, instead of one dependent load per rank; (5) the
+//   per-layer scale is finished by the layer's last block (an arrival counter per
+//   layer), not by a second launch.
 #include "sign_kernels.h"
 
 #include <algorithm>
@@ -21,9 +39,13 @@
 #include <string>
 
 #include "cuda_check.h"
+#include "cuda_device.h"
 #include "efsign/error.h"
 
 namespace efsign::kernels {
+#if defined(EFSIGN_CUDA_EMULATION)
+inline namespace emulated {
+#endif
 
 ChunkPlan ChunkPlan::build(const std::vector<int64_t>& layer_sizes) {
   ChunkPlan plan;
@@ -33,8 +55,11 @@ ChunkPlan ChunkPlan::build(const std::vector<int64_t>& layer_sizes) {
     if (n < 0) throw Error("ChunkPlan::build: layer " + std::to_string(l) + " has a negative size");
     plan.layer_first_chunk.push_back(static_cast<int32_t>(plan.chunks.size()));
     const int64_t words = (n + 31) / 32;
-    for (int64_t w = 0; w < words; w += kWordsPerChunk)
+    int64_t w = 0;
+    do {  // at least one chunk per layer, of zero words when the layer is empty
       plan.chunks.push_back(Chunk{static_cast<int32_t>(l), w, std::min(kWordsPerChunk, words - w)});
+      w += kWordsPerChunk;
+    } while (w < words);
     if (plan.chunks.size() > static_cast<std::size_t>(INT32_MAX))
       throw Error("ChunkPlan::build: more than 2^31 - 1 chunks");
   }
@@ -46,194 +71,33 @@ namespace {
 
 constexpr int kThreads = 256;  // 8 warps per block
 constexpr int kWarps = kThreads / 32;
-constexpr int kIlp = 4;  // words per warp per iteration: independent loads in flight
 constexpr unsigned kFullMask = 0xffffffffu;
-// Dynamic shared memory a block may use without opting in: 48 KiB of W float scales.
-constexpr int kMaxWorld = 48 * 1024 / static_cast<int>(sizeof(float));
 
-// Sums v over the block in a fixed order; the result is valid in thread 0 only.
-// Every thread of the block must call it.
-__device__ double block_sum(double v) {
-  __shared__ double warp_sums[kWarps];
+// Compress: words per warp per step, and the blocks an SM must hold (Note [kernel
+// memory pipeline]): 5 x 256 threads leave 48 registers per thread, which both
+// instantiations use without spilling (ptxas -v, sm_90).
+constexpr int kCompressWords = 4;
+constexpr int kCompressMinBlocks = 5;
+// Decode: words per warp per step; one load per lane then covers 32 / 4 = 8 ranks.
+constexpr int kDecodeWords = 4;
+constexpr int kDecodeRanksPerLoad = 32 / kDecodeWords;
+constexpr int kDecodeMinBlocks = 5;
+
+static_assert(kMaxDecodeWorld + 1 <= 48 * 1024 / static_cast<int>(sizeof(float)),
+              "decode keeps world + 1 floats in the default 48 KiB of dynamic shared memory");
+
+// Sums v over the block in a fixed order; the result is valid in thread 0 only. Every
+// thread must call it; scratch (kWarps doubles of shared memory) must not be read by
+// anyone until the next __syncthreads after the call.
+__device__ double block_sum(double v, double* scratch) {
   for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(kFullMask, v, offset);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) warp_sums[warp] = v;
+  if (lane == 0) scratch[warp] = v;
   __syncthreads();
   double total = 0.0;
   if (threadIdx.x == 0)
-    for (int w = 0; w < kWarps; ++w) total += warp_sums[w];
+    for (int w = 0; w < kWarps; ++w) total += scratch[w];
   return total;
-}
-
-// Kernel A: one block per chunk. Writes the chunk's message words, EF state and
-// momentum, and the chunk's L1 partial sum into partials[blockIdx.x].
-__global__ void __launch_bounds__(kThreads)
-    compress_kernel(const DeviceLayer* __restrict__ layers, const Chunk* __restrict__ chunks, CompressConfig cfg,
-                    const float* __restrict__ prev_scales, double* __restrict__ partials,
-                    uint32_t* __restrict__ message) {
-  const Chunk chunk = chunks[blockIdx.x];
-  const DeviceLayer layer = layers[chunk.layer];
-  const float* __restrict__ grad = layer.grad;
-  const float* __restrict__ param = layer.param;
-  float* __restrict__ momentum = layer.momentum;
-  float* __restrict__ state = layer.state;
-  const bool use_wd = cfg.weight_decay != 0.0f;
-  const float s_prev = state ? prev_scales[chunk.layer] : 0.0f;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int nw = static_cast<int>(chunk.num_words);
-  uint32_t* __restrict__ out_words = message + layer.word_offset + chunk.first_word;
-
-  double l1 = 0.0;
-  for (int base = warp * kIlp; base < nw; base += kWarps * kIlp) {  // warp-uniform loop
-    int64_t idx[kIlp];
-    bool ok[kIlp];
-    float g[kIlp], x[kIlp], m[kIlp], c[kIlp];
-#pragma unroll
-    for (int k = 0; k < kIlp; ++k) {
-      idx[k] = (chunk.first_word + base + k) * 32 + lane;
-      ok[k] = base + k < nw && idx[k] < layer.n;
-    }
-    // All loads first, so kIlp words per array are in flight together.
-#pragma unroll
-    for (int k = 0; k < kIlp; ++k) {
-      g[k] = ok[k] ? __ldg(grad + idx[k]) : 0.0f;
-      x[k] = use_wd && ok[k] ? __ldg(param + idx[k]) : 0.0f;
-      m[k] = momentum && ok[k] ? momentum[idx[k]] : 0.0f;
-      c[k] = state && ok[k] ? state[idx[k]] : 0.0f;
-    }
-#pragma unroll
-    for (int k = 0; k < kIlp; ++k) {
-      float gk = g[k];
-      if (use_wd) gk = __fadd_rn(gk, __fmul_rn(cfg.weight_decay, x[k]));
-      if (momentum) {
-        gk = __fadd_rn(__fmul_rn(cfg.momentum, m[k]), gk);
-        if (ok[k]) momentum[idx[k]] = gk;
-      }
-      float p = __fmul_rn(cfg.lr, gk);
-      if (state) {
-        const float e = __fsub_rn(c[k], c[k] >= 0.0f ? s_prev : -s_prev);
-        p = __fadd_rn(e, p);
-        if (ok[k]) state[idx[k]] = p;
-      }
-      const uint32_t word = __ballot_sync(kFullMask, ok[k] && p >= 0.0f);  // tail bits 0
-      if (ok[k]) l1 += static_cast<double>(fabsf(p));
-      if (lane == 0 && base + k < nw) out_words[base + k] = word;
-    }
-  }
-  const double total = block_sum(l1);
-  if (threadIdx.x == 0) partials[blockIdx.x] = total;
-}
-
-// Kernel B: one block per layer. scale_l = fixed value, or (sum of the layer's chunk
-// partials) / n_l, written to the message's scale array and to prev_scales.
-__global__ void __launch_bounds__(kThreads)
-    finalize_kernel(const DeviceLayer* __restrict__ layers, const int32_t* __restrict__ layer_first_chunk,
-                    const double* __restrict__ partials, CompressConfig cfg, int64_t total_words,
-                    float* __restrict__ prev_scales, uint32_t* __restrict__ message) {
-  const int l = blockIdx.x;
-  const int begin = layer_first_chunk[l], end = layer_first_chunk[l + 1];
-  double sum = 0.0;
-  for (int i = begin + static_cast<int>(threadIdx.x); i < end; i += kThreads) sum += partials[i];
-  const double total = block_sum(sum);
-  if (threadIdx.x == 0) {
-    const int64_t n = layers[l].n;
-    // Note [non-finite] (sign_codec.h): a layer with a non-finite p sends a non-finite scale.
-    float scale = isfinite(total) ? cfg.fixed_scale_value : __int_as_float(0x7fc00000);
-    if (!cfg.fixed_scale) scale = n > 0 ? static_cast<float>(total / static_cast<double>(n)) : 0.0f;
-    message[total_words + l] = __float_as_uint(scale);
-    prev_scales[l] = scale;
-  }
-}
-
-// One block per chunk: param -= (1/W) sum_w s_w sign_w, ranks summed in order 0..W-1
-// (kAdd: param += ..., the two-phase server's p = e + a).
-// Dynamic shared memory: W floats (the chunk's layer's scale from every rank).
-template <bool kAdd>
-__global__ void __launch_bounds__(kThreads)
-    decode_apply_kernel(const DeviceLayer* __restrict__ layers, const Chunk* __restrict__ chunks,
-                        const uint32_t* __restrict__ messages, int world, int64_t message_words,
-                        int64_t total_words) {
-  extern __shared__ float scales[];
-  const Chunk chunk = chunks[blockIdx.x];
-  const DeviceLayer layer = layers[chunk.layer];
-  for (int w = threadIdx.x; w < world; w += kThreads)
-    scales[w] = __uint_as_float(messages[w * message_words + total_words + chunk.layer]);
-  __syncthreads();
-
-  float* __restrict__ param = layer.param;
-  const float wf = static_cast<float>(world);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int nw = static_cast<int>(chunk.num_words);
-  const uint32_t* __restrict__ words = messages + layer.word_offset + chunk.first_word;
-  for (int base = warp * kIlp; base < nw; base += kWarps * kIlp) {
-    int64_t idx[kIlp];
-    bool ok[kIlp];
-    float x[kIlp], acc[kIlp];
-#pragma unroll
-    for (int k = 0; k < kIlp; ++k) {
-      idx[k] = (chunk.first_word + base + k) * 32 + lane;
-      ok[k] = base + k < nw && idx[k] < layer.n;
-      x[k] = ok[k] ? param[idx[k]] : 0.0f;
-      acc[k] = 0.0f;
-    }
-    for (int w = 0; w < world; ++w) {
-      const float s = scales[w];
-      const uint32_t* __restrict__ mw = words + w * message_words + base;
-      uint32_t bits[kIlp];
-#pragma unroll
-      for (int k = 0; k < kIlp; ++k) bits[k] = base + k < nw ? __ldg(mw + k) : 0u;  // warp-wide broadcast
-#pragma unroll
-      for (int k = 0; k < kIlp; ++k) acc[k] = __fadd_rn(acc[k], (bits[k] >> lane) & 1u ? s : -s);
-    }
-#pragma unroll
-    for (int k = 0; k < kIlp; ++k)
-      if (ok[k]) param[idx[k]] = kAdd ? __fadd_rn(x[k], __fdiv_rn(acc[k], wf)) : __fsub_rn(x[k], __fdiv_rn(acc[k], wf));
-  }
-}
-
-// One block per chunk: majority vote (codec::vote_apply). margin = #(+) - #(-) over the
-// ranks; mean = (s_0 + ... + s_{W-1}) / W in rank order; a tie leaves x alone.
-__global__ void __launch_bounds__(kThreads)
-    vote_apply_kernel(const DeviceLayer* __restrict__ layers, const Chunk* __restrict__ chunks,
-                      const uint32_t* __restrict__ messages, int world, int64_t message_words, int64_t total_words) {
-  const Chunk chunk = chunks[blockIdx.x];
-  const DeviceLayer layer = layers[chunk.layer];
-  float sum = 0.0f;
-  for (int w = 0; w < world; ++w)
-    sum = __fadd_rn(sum, __uint_as_float(__ldg(messages + w * message_words + total_words + chunk.layer)));
-  const float mean = __fdiv_rn(sum, static_cast<float>(world));
-  const int64_t first = chunk.first_word * 32;
-  const int64_t end = min(layer.n, first + chunk.num_words * 32);
-  const uint32_t* __restrict__ words = messages + layer.word_offset;
-  for (int64_t i = first + threadIdx.x; i < end; i += kThreads) {
-    int margin = 0;
-    for (int w = 0; w < world; ++w) margin += ((__ldg(words + w * message_words + (i >> 5)) >> (i & 31)) & 1u) ? 1 : -1;
-    if (margin > 0) layer.param[i] = __fsub_rn(layer.param[i], mean);
-    else if (margin < 0) layer.param[i] = __fadd_rn(layer.param[i], mean);
-  }
-}
-
-// One block per chunk: param[i] = grad[i] - (grad[i] >= 0 ? s : -s), s = scales[layer]
-// (codec::error_from_state: the two-phase server's e' = p - s sign(p)).
-__global__ void __launch_bounds__(kThreads)
-    error_from_state_kernel(const DeviceLayer* __restrict__ layers, const Chunk* __restrict__ chunks,
-                            const float* __restrict__ scales) {
-  const Chunk chunk = chunks[blockIdx.x];
-  const DeviceLayer layer = layers[chunk.layer];
-  const float s = scales[chunk.layer];
-  const int64_t first = chunk.first_word * 32;
-  const int64_t end = min(layer.n, first + chunk.num_words * 32);
-  for (int64_t i = first + threadIdx.x; i < end; i += kThreads) {
-    const float c = layer.grad[i];
-    layer.param[i] = __fsub_rn(c, c >= 0.0f ? s : -s);
-  }
-}
-
-__global__ void __launch_bounds__(kThreads)
-    gather_u32_kernel(const uint32_t* __restrict__ src, const int64_t* __restrict__ idx, uint32_t* __restrict__ dst,
-                      int64_t n) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  if (i < n) dst[i] = __ldg(src + __ldg(idx + i));
 }
 
 // Elements [begin, end) of a chunk's layer.
@@ -243,6 +107,290 @@ struct ChunkRange {
 __device__ ChunkRange chunk_range(const Chunk& chunk, const DeviceLayer& layer) {
   const int64_t begin = chunk.first_word * 32;
   return {begin, min(layer.n, begin + chunk.num_words * 32)};
+}
+
+// ---- compress
+
+// One step's inputs of one thread: element (base + k) * 32 + lane of the chunk.
+struct CompressInputs {
+  float g[kCompressWords], x[kCompressWords], m[kCompressWords], c[kCompressWords];
+};
+
+// Loads a step's inputs; elements at or past `count` read nothing (and are zero).
+template <bool kWd, bool kMom, bool kEf>
+__device__ __forceinline__ void load_compress_inputs(CompressInputs& in, const float* __restrict__ grad,
+                                                     const float* __restrict__ param,
+                                                     const float* __restrict__ momentum,
+                                                     const float* __restrict__ state, int base, int count, int lane) {
+#pragma unroll
+  for (int k = 0; k < kCompressWords; ++k) {
+    const int off = (base + k) * 32 + lane;
+    const bool ok = off < count;
+    in.g[k] = ok ? __ldg(grad + off) : 0.0f;
+    in.x[k] = kWd && ok ? __ldg(param + off) : 0.0f;
+    in.m[k] = kMom && ok ? momentum[off] : 0.0f;  // momentum and state are written here:
+    in.c[k] = kEf && ok ? state[off] : 0.0f;      // no read-only (__ldg) path
+  }
+}
+
+// One chunk of `count` elements (`num_words` words) from chunk-relative pointers;
+// returns this thread's sum of |p| (its elements in index order).
+template <bool kWd, bool kMom, bool kEf>
+__device__ __forceinline__ double compress_chunk(const float* __restrict__ grad, const float* __restrict__ param,
+                                                 float* __restrict__ momentum, float* __restrict__ state,
+                                                 uint32_t* __restrict__ words, int num_words, int count,
+                                                 const codec::CompressParams& params, float s_prev) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  constexpr int kStep = kWarps * kCompressWords;  // words per block per step
+  // Momentum AND EF state together (no optimizer uses both) would need four streams
+  // double-buffered, 32 registers: that combination loads each step as it begins, so
+  // that the kernel fits kCompressMinBlocks blocks per SM without spilling.
+  constexpr bool kPrefetch = !(kMom && kEf);
+  const float lr = params.lr, wd = params.weight_decay, beta = params.momentum;
+  double l1 = 0.0;
+  int base = warp * kCompressWords;
+  CompressInputs cur;
+  load_compress_inputs<kWd, kMom, kEf>(cur, grad, param, momentum, state, base, count, lane);
+  for (; base < num_words; base += kStep) {  // warp-uniform
+    CompressInputs next;  // in flight during this step's arithmetic
+    if (kPrefetch) load_compress_inputs<kWd, kMom, kEf>(next, grad, param, momentum, state, base + kStep, count, lane);
+#pragma unroll
+    for (int k = 0; k < kCompressWords; ++k) {
+      const int off = (base + k) * 32 + lane;
+      const bool ok = off < count;
+      float g = cur.g[k];
+      if (kWd) g = __fadd_rn(g, __fmul_rn(wd, cur.x[k]));
+      if (kMom) {
+        g = __fadd_rn(__fmul_rn(beta, cur.m[k]), g);
+        if (ok) momentum[off] = g;
+      }
+      float p = __fmul_rn(lr, g);
+      if (kEf) {
+        const float c = cur.c[k];
+        p = __fadd_rn(__fsub_rn(c, c >= 0.0f ? s_prev : -s_prev), p);
+        if (ok) state[off] = p;
+      }
+      const uint32_t bits = __ballot_sync(kFullMask, ok && p >= 0.0f);  // tail bits 0
+      if (ok) l1 += static_cast<double>(fabsf(p));
+      if (lane == 0 && base + k < num_words) words[base + k] = bits;
+    }
+    if (kPrefetch)
+      cur = next;
+    else
+      load_compress_inputs<kWd, kMom, kEf>(cur, grad, param, momentum, state, base + kStep, count, lane);
+  }
+  return l1;
+}
+
+// One block per chunk: the chunk's words, EF state and momentum, its L1 partial in
+// partials[chunk]; the layer's last block to arrive writes the layer's scale.
+template <bool kWd>
+__global__ void __launch_bounds__(kThreads, kCompressMinBlocks)
+    compress_kernel(const DeviceLayer* __restrict__ layers, const Chunk* __restrict__ chunks,
+                    const int32_t* __restrict__ layer_first_chunk, codec::CompressParams params,
+                    float* __restrict__ prev_scales, double* __restrict__ partials, uint32_t* __restrict__ counters,
+                    uint32_t* __restrict__ message) {
+  __shared__ double warp_sums[kWarps];
+  __shared__ int last_block;
+  const Chunk chunk = chunks[blockIdx.x];
+  const DeviceLayer layer = layers[chunk.layer];
+  const ChunkRange r = chunk_range(chunk, layer);
+  const int num_words = static_cast<int>(chunk.num_words);
+  const int count = static_cast<int>(r.end - r.begin);
+  // Read before this block's arrival is counted, so before the last block rewrites it.
+  const float s_prev = layer.state ? prev_scales[chunk.layer] : 0.0f;
+  const float* grad = layer.grad + r.begin;
+  const float* param = kWd ? layer.param + r.begin : nullptr;
+  float* momentum = layer.momentum ? layer.momentum + r.begin : nullptr;
+  float* state = layer.state ? layer.state + r.begin : nullptr;
+  uint32_t* words = message + layer.word_offset + chunk.first_word;
+
+  double l1;  // block-uniform dispatch on the optional buffers
+  if (state && momentum)
+    l1 = compress_chunk<kWd, true, true>(grad, param, momentum, state, words, num_words, count, params, s_prev);
+  else if (state)
+    l1 = compress_chunk<kWd, false, true>(grad, param, momentum, state, words, num_words, count, params, s_prev);
+  else if (momentum)
+    l1 = compress_chunk<kWd, true, false>(grad, param, momentum, state, words, num_words, count, params, s_prev);
+  else
+    l1 = compress_chunk<kWd, false, false>(grad, param, momentum, state, words, num_words, count, params, s_prev);
+
+  const double chunk_l1 = block_sum(l1, warp_sums);
+  const int32_t first_chunk = layer_first_chunk[chunk.layer];
+  const int32_t layer_chunks = layer_first_chunk[chunk.layer + 1] - first_chunk;
+  if (threadIdx.x == 0) {
+    partials[blockIdx.x] = chunk_l1;
+    __threadfence();  // the partial is visible to every block before the arrival counts
+    // atomicInc wraps to 0 after layer_chunks - 1: the last arrival resets the counter.
+    const uint32_t limit = static_cast<uint32_t>(layer_chunks - 1);
+    last_block = atomicInc(counters + chunk.layer, limit) == limit;
+  }
+  __syncthreads();
+  if (!last_block) return;
+
+  // The layer's last block: the sum of its chunks' partials in chunk order (fixed,
+  // whichever block this is), then the scale.
+  __threadfence();
+  double sum = 0.0;
+  for (int i = static_cast<int>(threadIdx.x); i < layer_chunks; i += kThreads)
+    sum += __ldcg(partials + first_chunk + i);  // L2: written by other blocks
+  const double total = block_sum(sum, warp_sums);
+  if (threadIdx.x == 0) {
+    float scale;
+    if (params.scale_mode == codec::ScaleMode::kFixed)  // Note [non-finite]: a poisoned layer sends NaN
+      scale = isfinite(total) ? params.fixed_scale : __int_as_float(0x7fc00000);
+    else
+      scale = layer.n > 0 ? __double2float_rn(total / static_cast<double>(layer.n)) : 0.0f;
+    message[layer.scale_index] = __float_as_uint(scale);
+    prev_scales[chunk.layer] = scale;
+  }
+}
+
+// ---- decode
+
+// The 32x32 bit matrix whose row i is lane i's x (bit j = column j), transposed:
+// returns, in lane i, the word whose bit j is bit i of lane j's x. Every lane must call.
+__device__ __forceinline__ uint32_t transpose32(uint32_t x, int lane) {
+  uint32_t m = 0x0000ffffu;  // the low columns of each 2j-wide group
+#pragma unroll
+  for (int j = 16; j != 0; j >>= 1, m ^= m << j) {
+    const uint32_t y = __shfl_xor_sync(kFullMask, x, j);
+    x = (lane & j) ? ((x & ~m) | ((y >> j) & m)) : ((x & m) | ((y & m) << j));
+  }
+  return x;
+}
+
+// Lane j's word of rank group `group` for the step at `base`: rank
+// group * kDecodeRanksPerLoad + j / kDecodeWords, word base + j % kDecodeWords.
+__device__ __forceinline__ uint32_t load_rank_word(const uint32_t* __restrict__ words, int64_t stride, int world,
+                                                   int num_words, int base, int group, int lane) {
+  const int w = group * kDecodeRanksPerLoad + lane / kDecodeWords;
+  const int word = base + lane % kDecodeWords;
+  return w < world && word < num_words ? __ldg(words + w * stride + word) : 0u;
+}
+
+template <DecodeMode kMode>
+__device__ __forceinline__ void load_decode_inputs(float (&x)[kDecodeWords], const float* __restrict__ in, int base,
+                                                   int count, int lane) {
+#pragma unroll
+  for (int k = 0; k < kDecodeWords; ++k) {
+    const int off = (base + k) * 32 + lane;
+    x[k] = off >= count ? 0.0f : kMode == DecodeMode::kAdd ? __ldg(in + off) : in[off];  // kApply/kVote: written here
+  }
+}
+
+// One block per chunk. Dynamic shared memory: world + 1 floats (every rank's scale of
+// the chunk's layer; kVote: then their mean).
+template <DecodeMode kMode>
+__global__ void __launch_bounds__(kThreads, kDecodeMinBlocks)
+    decode_kernel(const DeviceLayer* __restrict__ layers, const Chunk* __restrict__ chunks,
+                  const uint32_t* __restrict__ blocks, int world, int64_t stride) {
+  EFSIGN_DYNAMIC_SHARED(float, scales);
+  const Chunk chunk = chunks[blockIdx.x];
+  const DeviceLayer layer = layers[chunk.layer];
+  const ChunkRange r = chunk_range(chunk, layer);
+  const int num_words = static_cast<int>(chunk.num_words);
+  const int count = static_cast<int>(r.end - r.begin);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  constexpr int kStep = kWarps * kDecodeWords;
+  const uint32_t* words = blocks + layer.word_offset + chunk.first_word;  // rank 0's words of the chunk
+  const float* in = (kMode == DecodeMode::kAdd ? layer.grad : layer.param) + r.begin;
+  float* out = layer.param + r.begin;
+
+  for (int w = static_cast<int>(threadIdx.x); w < world; w += kThreads)
+    scales[w] = __uint_as_float(__ldg(blocks + w * stride + layer.scale_index));
+  // This warp's first step goes out before the barrier (Note [kernel memory pipeline]).
+  int base = warp * kDecodeWords;
+  uint32_t word = load_rank_word(words, stride, world, num_words, base, 0, lane);
+  float x[kDecodeWords];
+  load_decode_inputs<kMode>(x, in, base, count, lane);
+  __syncthreads();
+  if (kMode == DecodeMode::kVote) {
+    if (threadIdx.x == 0) {  // codec::vote_apply: the scales in rank order from 0.0f, then / W
+      float sum = 0.0f;
+      for (int w = 0; w < world; ++w) sum = __fadd_rn(sum, scales[w]);
+      scales[world] = __fdiv_rn(sum, static_cast<float>(world));
+    }
+    __syncthreads();
+  }
+  const float mean = kMode == DecodeMode::kVote ? scales[world] : 0.0f;
+  const float wf = static_cast<float>(world);
+  const int groups = (world + kDecodeRanksPerLoad - 1) / kDecodeRanksPerLoad;
+
+  for (; base < num_words; base += kStep) {  // warp-uniform
+    float x_next[kDecodeWords];  // in flight during this step's arithmetic
+    load_decode_inputs<kMode>(x_next, in, base + kStep, count, lane);
+    float acc[kDecodeWords];
+    int margin[kDecodeWords];
+#pragma unroll
+    for (int k = 0; k < kDecodeWords; ++k) {
+      acc[k] = 0.0f;
+      margin[k] = 0;
+    }
+    for (int group = 0; group < groups; ++group) {  // ranks in order 0..W-1
+      const uint32_t next_word = group + 1 < groups
+                                     ? load_rank_word(words, stride, world, num_words, base, group + 1, lane)
+                                     : load_rank_word(words, stride, world, num_words, base + kStep, 0, lane);
+      const uint32_t bits = transpose32(word, lane);  // bit j: this lane's element of lane j's word
+#pragma unroll
+      for (int rr = 0; rr < kDecodeRanksPerLoad; ++rr) {
+        const int w = group * kDecodeRanksPerLoad + rr;
+        if (w >= world) break;
+        const float s = kMode == DecodeMode::kVote ? 0.0f : scales[w];
+#pragma unroll
+        for (int k = 0; k < kDecodeWords; ++k) {
+          const bool positive = (bits >> (rr * kDecodeWords + k)) & 1u;
+          if (kMode == DecodeMode::kVote)
+            margin[k] += positive ? 1 : -1;
+          else
+            acc[k] = __fadd_rn(acc[k], positive ? s : -s);
+        }
+      }
+      word = next_word;
+    }
+#pragma unroll
+    for (int k = 0; k < kDecodeWords; ++k) {
+      const int off = (base + k) * 32 + lane;
+      if (off >= count) continue;
+      if (kMode == DecodeMode::kApply) {
+        out[off] = __fsub_rn(x[k], __fdiv_rn(acc[k], wf));
+      } else if (kMode == DecodeMode::kAdd) {
+        out[off] = __fadd_rn(x[k], __fdiv_rn(acc[k], wf));
+      } else {  // a tie subtracts 0.0f: x unchanged, as vote_apply
+        const float step = margin[k] > 0 ? mean : margin[k] < 0 ? -mean : 0.0f;
+        out[off] = __fsub_rn(x[k], step);
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kDecodeWords; ++k) x[k] = x_next[k];
+  }
+}
+
+// ---- element-wise kernels
+
+// One block per chunk: param[i] = grad[i] - (grad[i] >= 0 ? s : -s), s = the layer's
+// scale (codec::error_from_state: the two-phase server's e' = p - s sign(p)).
+__global__ void __launch_bounds__(kThreads)
+    error_from_state_kernel(const DeviceLayer* __restrict__ layers, const Chunk* __restrict__ chunks,
+                            const uint32_t* __restrict__ scale_words) {
+  const Chunk chunk = chunks[blockIdx.x];
+  const DeviceLayer layer = layers[chunk.layer];
+  const ChunkRange r = chunk_range(chunk, layer);
+  const float s = __uint_as_float(__ldg(scale_words + layer.scale_index));
+  const float* __restrict__ p = layer.grad;
+  float* __restrict__ e = layer.param;
+#pragma unroll 4
+  for (int64_t i = r.begin + threadIdx.x; i < r.end; i += kThreads) {
+    const float c = __ldg(p + i);
+    e[i] = __fsub_rn(c, c >= 0.0f ? s : -s);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads)
+    gather_u32_kernel(const uint32_t* __restrict__ src, const int64_t* __restrict__ idx, uint32_t* __restrict__ dst,
+                      int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (i < n) dst[i] = __ldg(src + __ldg(idx + i));
 }
 
 __global__ void __launch_bounds__(kThreads)
@@ -297,81 +445,76 @@ void launch_copy(const T* src, T* dst, int64_t n, cudaStream_t stream) {
   const int64_t per_block = kThreads * kCopyIlp;
   const int64_t blocks = (n + per_block - 1) / per_block;
   if (blocks > INT32_MAX) throw Error("copy_launch: too many elements");
-  copy_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(src, dst, n);
+  EFSIGN_LAUNCH(copy_kernel<T>, static_cast<unsigned>(blocks), kThreads, 0, stream)(src, dst, n);
   EFSIGN_CUDA_CHECK_LAUNCH();
 }
 
 void check_counts(const char* who, int num_layers, int num_chunks) {
-  if (num_layers < 0 || num_chunks < 0)
-    throw Error(std::string(who) + ": negative layer or chunk count");
+  if (num_layers < 0 || num_chunks < 0) throw Error(std::string(who) + ": negative layer or chunk count");
   if (num_chunks > 0 && num_layers == 0) throw Error(std::string(who) + ": chunks given without layers");
+}
+
+void require(bool ok, const char* who, const char* what) {
+  if (!ok) throw Error(std::string(who) + ": " + what);
 }
 
 }  // namespace
 
 void compress_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
-                     const int32_t* d_layer_first_chunk, int64_t total_words, const CompressConfig& config,
-                     float* d_prev_scales, double* d_partials, uint32_t* d_message, cudaStream_t stream) {
-  check_counts("compress_launch", num_layers, num_chunks);
-  if (num_chunks > 0) {
-    compress_kernel<<<num_chunks, kThreads, 0, stream>>>(d_layers, d_chunks, config, d_prev_scales, d_partials,
-                                                         d_message);
-    EFSIGN_CUDA_CHECK_LAUNCH();
-  }
-  // Also when every layer is empty: the message's scale array is still written.
-  if (num_layers > 0) {
-    finalize_kernel<<<num_layers, kThreads, 0, stream>>>(d_layers, d_layer_first_chunk, d_partials, config,
-                                                         total_words, d_prev_scales, d_message);
-    EFSIGN_CUDA_CHECK_LAUNCH();
-  }
-}
-
-namespace {
-void check_decode(const char* who, int num_layers, int num_chunks, int world, int64_t message_words,
-                  int64_t total_words) {
+                     const int32_t* d_layer_first_chunk, const codec::CompressParams& params, float* d_prev_scales,
+                     double* d_partials, uint32_t* d_counters, uint32_t* d_message, cudaStream_t stream) {
+  const char* who = "compress_launch";
   check_counts(who, num_layers, num_chunks);
-  if (world < 1) throw Error(std::string(who) + ": world size must be >= 1");
-  if (world > kMaxWorld)
-    throw Error(std::string(who) + ": world size " + std::to_string(world) + " exceeds " + std::to_string(kMaxWorld));
-  if (message_words < total_words + num_layers) throw Error(std::string(who) + ": message_words too small");
-}
-}  // namespace
-
-void decode_apply_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
-                         const uint32_t* d_messages, int world, int64_t message_words, int64_t total_words,
-                         cudaStream_t stream) {
-  check_decode("decode_apply_launch", num_layers, num_chunks, world, message_words, total_words);
-  if (num_chunks == 0) return;
-  decode_apply_kernel<false><<<num_chunks, kThreads, world * sizeof(float), stream>>>(
-      d_layers, d_chunks, d_messages, world, message_words, total_words);
+  if (num_layers == 0) return;
+  require(num_chunks >= num_layers, who, "fewer chunks than layers (every layer needs one: ChunkPlan::build)");
+  require(d_layers && d_chunks && d_layer_first_chunk && d_prev_scales && d_partials && d_counters && d_message, who,
+          "a device pointer is null");
+  if (params.weight_decay != 0.0f) {
+    EFSIGN_LAUNCH(compress_kernel<true>, num_chunks, kThreads, 0, stream)(
+        d_layers, d_chunks, d_layer_first_chunk, params, d_prev_scales, d_partials, d_counters, d_message);
+  } else {
+    EFSIGN_LAUNCH(compress_kernel<false>, num_chunks, kThreads, 0, stream)(
+        d_layers, d_chunks, d_layer_first_chunk, params, d_prev_scales, d_partials, d_counters, d_message);
+  }
   EFSIGN_CUDA_CHECK_LAUNCH();
 }
 
-void decode_add_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
-                       const uint32_t* d_messages, int world, int64_t message_words, int64_t total_words,
-                       cudaStream_t stream) {
-  check_decode("decode_add_launch", num_layers, num_chunks, world, message_words, total_words);
+void decode_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
+                   const uint32_t* d_blocks, int world, int64_t stride, DecodeMode mode, cudaStream_t stream) {
+  const char* who = "decode_launch";
+  check_counts(who, num_layers, num_chunks);
+  if (world < 1 || world > kMaxDecodeWorld)
+    throw Error(std::string(who) + ": world size " + std::to_string(world) + " is outside [1, " +
+                std::to_string(kMaxDecodeWorld) + "]");
+  require(stride >= 0, who, "negative stride");
   if (num_chunks == 0) return;
-  decode_apply_kernel<true><<<num_chunks, kThreads, world * sizeof(float), stream>>>(
-      d_layers, d_chunks, d_messages, world, message_words, total_words);
-  EFSIGN_CUDA_CHECK_LAUNCH();
-}
-
-void vote_apply_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
-                       const uint32_t* d_messages, int world, int64_t message_words, int64_t total_words,
-                       cudaStream_t stream) {
-  check_decode("vote_apply_launch", num_layers, num_chunks, world, message_words, total_words);
-  if (num_chunks == 0) return;
-  vote_apply_kernel<<<num_chunks, kThreads, 0, stream>>>(d_layers, d_chunks, d_messages, world, message_words,
-                                                         total_words);
+  require(d_layers && d_chunks && d_blocks, who, "a device pointer is null");
+  const size_t shared = (static_cast<size_t>(world) + 1) * sizeof(float);
+  switch (mode) {
+    case DecodeMode::kApply:
+      EFSIGN_LAUNCH(decode_kernel<DecodeMode::kApply>, num_chunks, kThreads, shared, stream)(d_layers, d_chunks,
+                                                                                            d_blocks, world, stride);
+      break;
+    case DecodeMode::kAdd:
+      EFSIGN_LAUNCH(decode_kernel<DecodeMode::kAdd>, num_chunks, kThreads, shared, stream)(d_layers, d_chunks,
+                                                                                          d_blocks, world, stride);
+      break;
+    case DecodeMode::kVote:
+      EFSIGN_LAUNCH(decode_kernel<DecodeMode::kVote>, num_chunks, kThreads, shared, stream)(d_layers, d_chunks,
+                                                                                           d_blocks, world, stride);
+      break;
+    default: throw Error(std::string(who) + ": unknown DecodeMode");
+  }
   EFSIGN_CUDA_CHECK_LAUNCH();
 }
 
 void error_from_state_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
-                             const float* d_scales, cudaStream_t stream) {
-  check_counts("error_from_state_launch", num_layers, num_chunks);
+                             const uint32_t* d_scale_words, cudaStream_t stream) {
+  const char* who = "error_from_state_launch";
+  check_counts(who, num_layers, num_chunks);
   if (num_chunks == 0) return;
-  error_from_state_kernel<<<num_chunks, kThreads, 0, stream>>>(d_layers, d_chunks, d_scales);
+  require(d_layers && d_chunks && d_scale_words, who, "a device pointer is null");
+  EFSIGN_LAUNCH(error_from_state_kernel, num_chunks, kThreads, 0, stream)(d_layers, d_chunks, d_scale_words);
   EFSIGN_CUDA_CHECK_LAUNCH();
 }
 
@@ -381,7 +524,7 @@ void gather_u32_launch(const uint32_t* d_src, const int64_t* d_index, uint32_t* 
   if (n == 0) return;
   const int64_t blocks = (n + kThreads - 1) / kThreads;
   if (blocks > INT32_MAX) throw Error("gather_u32_launch: too many elements");
-  gather_u32_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(d_src, d_index, d_dst, n);
+  EFSIGN_LAUNCH(gather_u32_kernel, static_cast<unsigned>(blocks), kThreads, 0, stream)(d_src, d_index, d_dst, n);
   EFSIGN_CUDA_CHECK_LAUNCH();
 }
 
@@ -389,7 +532,7 @@ void gather_grads_launch(const DeviceLayer* d_layers, int num_layers, const Chun
                          float* d_flat, cudaStream_t stream) {
   check_counts("gather_grads_launch", num_layers, num_chunks);
   if (num_chunks == 0) return;
-  gather_kernel<<<num_chunks, kThreads, 0, stream>>>(d_layers, d_chunks, d_flat);
+  EFSIGN_LAUNCH(gather_kernel, num_chunks, kThreads, 0, stream)(d_layers, d_chunks, d_flat);
   EFSIGN_CUDA_CHECK_LAUNCH();
 }
 
@@ -399,8 +542,8 @@ void sgdm_update_launch(const DeviceLayer* d_layers, int num_layers, const Chunk
   check_counts("sgdm_update_launch", num_layers, num_chunks);
   if (world < 1) throw Error("sgdm_update_launch: world size must be >= 1");
   if (num_chunks == 0) return;
-  sgdm_kernel<<<num_chunks, kThreads, 0, stream>>>(d_layers, d_chunks, d_flat, static_cast<float>(world), lr,
-                                                   weight_decay, momentum);
+  EFSIGN_LAUNCH(sgdm_kernel, num_chunks, kThreads, 0, stream)(d_layers, d_chunks, d_flat, static_cast<float>(world),
+                                                              lr, weight_decay, momentum);
   EFSIGN_CUDA_CHECK_LAUNCH();
 }
 
@@ -412,4 +555,7 @@ void copy_launch(const float* src, float* dst, int64_t n, cudaStream_t stream) {
   launch_copy(src + 4 * n4, dst + 4 * n4, n - 4 * n4, stream);
 }
 
+#if defined(EFSIGN_CUDA_EMULATION)
+}  // inline namespace emulated
+#endif
 }  // namespace efsign::kernels

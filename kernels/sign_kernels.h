@@ -4,12 +4,22 @@
 // Every kernel has a CPU twin in efsign/sign_codec.h, which is its specification:
 // the same IEEE float operations per element (written with __fmul_rn/__fadd_rn/
 // __fsub_rn/__fdiv_rn so that no FMA contraction can happen), the same wire format
-// (Note [wire format] in efsign/layer_table.h). Words and EF state come out bit-exact
-// for the same inputs; only the per-layer L1 sum uses a different (but fixed, hence
-// run-to-run deterministic) reduction order, so scales agree to float rounding.
+// (Note [wire format] in efsign/layer_table.h). Words, EF state, momentum and
+// parameters come out bit-exact for the same inputs; only the per-layer L1 sum uses a
+// different (but fixed, hence run-to-run deterministic) reduction order, so scales
+// agree to float rounding, and bit for bit when every partial sum is exact (small
+// integers, powers of two).
 //
 // Work is split into chunks that never cross a layer boundary (ChunkPlan), so one
-// launch covers ALL layers of a step and every block knows its layer.
+// launch covers ALL layers (or segments) of a step and every block knows its layer.
+// Every launcher is asynchronous on its `stream` (0 is the legacy default stream,
+// only when the caller passes it), checks its launches and throws efsign::Error on
+// bad arguments; with nothing to do it launches nothing.
+//
+// Built by nvcc for the GPU (efsign_kernels) and, from the same source, as host C++
+// against the CUDA emulation (efsign_kernels_emu; Note [CUDA emulation] in
+// kernels/emu/cuda_runtime_api.h). The emulated build's symbols live in the inline
+// namespace `emulated`, so that the two can never be mixed in one binary.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -17,17 +27,26 @@
 #include <cstdint>
 #include <vector>
 
-namespace efsign::kernels {
+#include "efsign/sign_codec.h"
 
-// One parameter tensor, as device pointers. Unused pointers are nullptr.
+namespace efsign::kernels {
+#if defined(EFSIGN_CUDA_EMULATION)
+inline namespace emulated {
+#endif
+
+// One layer, or one segment of a layer (the two-phase server's chunks), as device
+// pointers. Unused pointers are nullptr. Pointers need only 4-byte alignment.
 struct DeviceLayer {
-  const float* grad = nullptr;  // d elements (read)
-  float* param = nullptr;       // d elements (read for weight decay; updated by decode/sgdm)
-  float* momentum = nullptr;    // d elements or nullptr
-  float* state = nullptr;       // d elements of EF state c (Note [error state as p]) or nullptr
-  int64_t n = 0;                // d
-  int64_t word_offset = 0;      // first word of this layer in a message
-  int64_t elem_offset = 0;      // first element in a flat fp32 buffer (sgdm)
+  const float* grad = nullptr;  // compress: the gradient (or p on the two-phase server);
+                                // decode kAdd: the addend; error_from_state: p
+  float* param = nullptr;       // compress: read for weight decay; decode kApply/kVote:
+                                // updated in place; kAdd: the output; error_from_state: e
+  float* momentum = nullptr;    // compress only, or nullptr
+  float* state = nullptr;       // compress only: EF state c (Note [error state as p]), or nullptr
+  int64_t n = 0;                // elements
+  int64_t word_offset = 0;      // first word of this layer inside a block (message)
+  int64_t scale_index = 0;      // word index of this layer's scale inside a block (message)
+  int64_t elem_offset = 0;      // sgdm: first element in the flat fp32 buffer
 };
 
 // A contiguous run of words inside one layer, handled by one thread block.
@@ -38,7 +57,9 @@ struct Chunk {
 };
 
 // Host-side plan: chunks of at most kWordsPerChunk words, layer by layer, and for
-// each layer the range of its chunks. Built once per layer table.
+// each layer the range [layer_first_chunk[l], layer_first_chunk[l + 1]) of its chunks.
+// Every layer has at least one chunk: an empty layer gets one chunk of zero words, so
+// that compress writes its scale (0, or the fixed scale). Built once per layer table.
 struct ChunkPlan {
   static constexpr int64_t kWordsPerChunk = 256;  // 8192 elements per block
   std::vector<Chunk> chunks;
@@ -46,54 +67,55 @@ struct ChunkPlan {
   static ChunkPlan build(const std::vector<int64_t>& layer_sizes);
 };
 
-struct CompressConfig {
-  float lr = 0.0f;
-  float weight_decay = 0.0f;  // 0: param is not read
-  float momentum = 0.0f;      // used when DeviceLayer::momentum != nullptr
-  bool fixed_scale = false;   // true: scale = fixed_scale_value (signum); false: L1/d
-  float fixed_scale_value = 0.0f;
-};
+// What decode_launch does with the average a = (1/W) * sum_w s_w * sign_w (see there).
+enum class DecodeMode { kApply, kAdd, kVote };
 
-// Fused compress over every layer, one pass over memory, then a tiny finalize launch:
+// Fused compress over every layer, one pass over memory, one launch:
 //   per element: g = grad + wd*x; [m = beta*m + g; g = m]; d = lr*g;
 //                [e = c - s_prev*sign(c); p = e + d; c = p] (else p = d)
-//   message words  <- bits (p >= 0), tail bits 0
-//   message[total_words + l] <- scale_l (float bits), and prev_scales[l] <- scale_l
-// d_layers: device array of L DeviceLayer; d_chunks: device array of the plan's chunks;
-// d_layer_first_chunk: device array (L + 1); d_partials: device double[num_chunks]
-// workspace; d_prev_scales: device float[L] (read as s_prev, then overwritten).
+//   words -> d_message + layer.word_offset (bit = p >= 0, tail bits 0);
+//   scale bits -> d_message[layer.scale_index]; d_prev_scales[l] is read as s_prev
+//   (layers with state) and overwritten with the new scale.
+// Scale (params.scale_mode): kMeanAbs -> L1/n (0 for n == 0); kFixed ->
+// params.fixed_scale. A non-finite p makes the scale non-finite (kFixed: NaN), Note
+// [non-finite]. Weight decay reads param when params.weight_decay != 0; momentum uses
+// params.momentum where layer.momentum is set.
+// Each layer's last block to finish sums the layer's chunk partials (d_partials, one
+// double per chunk) in a fixed order and writes the scale: d_counters holds one
+// arrival counter per layer, which must be zero before the FIRST launch (cudaMemset
+// once); every launch leaves it zero again. d_layer_first_chunk is the plan's
+// layer_first_chunk (L + 1 entries) on the device. d_partials and d_counters are
+// workspaces: launches that may run at the same time (other streams) need their own.
 void compress_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
-                     const int32_t* d_layer_first_chunk, int64_t total_words, const CompressConfig& config,
-                     float* d_prev_scales, double* d_partials, uint32_t* d_message, cudaStream_t stream);
+                     const int32_t* d_layer_first_chunk, const codec::CompressParams& params, float* d_prev_scales,
+                     double* d_partials, uint32_t* d_counters, uint32_t* d_message, cudaStream_t stream);
 
-// x -= (1/W) * sum_{w=0..W-1} s_w * sign_w for every layer, from W messages of
-// message_words uint32 each (as allgather leaves them). Never expands signs to floats.
-void decode_apply_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
-                         const uint32_t* d_messages, int world, int64_t message_words, int64_t total_words,
-                         cudaStream_t stream);
+// `world` blocks placed `stride` words apart (an allgather's messages, an all-to-all's
+// receive buffer, one block with world = 1): block w's words of layer l at
+// d_blocks + w*stride + layer.word_offset, its scale (float bits) at
+// d_blocks[w*stride + layer.scale_index].
+//   kApply: param -= (1/W) * sum_{w=0..W-1} s_w*sign_w   (sum from 0.0f in rank order,
+//           then IEEE divide by W: codec::decode_blocks(apply = true))
+//   kAdd:   param = grad + (1/W) * sum ...  (codec::decode_add; grad and param must not overlap)
+//   kVote:  param -= mean_w(s_w) * sign(sum_w sign_w); a tie leaves x (codec::vote_apply)
+// 1 <= world <= kMaxDecodeWorld (the block keeps world + 1 floats in shared memory;
+// allgather stops paying off long before, at W ~ 64: docs/architecture.md).
+constexpr int kMaxDecodeWorld = 8192;
+void decode_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
+                   const uint32_t* d_blocks, int world, int64_t stride, DecodeMode mode, cudaStream_t stream);
 
-// The same with param += instead of -= (the two-phase server: p = e + average).
-void decode_add_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
-                       const uint32_t* d_messages, int world, int64_t message_words, int64_t total_words,
-                       cudaStream_t stream);
-
-// Majority vote (codec::vote_apply): x -= mean_w(s_w) * sign(sum_w sign_w); a tie
-// leaves x unchanged. Same messages as decode_apply_launch.
-void vote_apply_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
-                       const uint32_t* d_messages, int world, int64_t message_words, int64_t total_words,
-                       cudaStream_t stream);
-
-// codec::error_from_state per layer: param[i] = grad[i] - (grad[i] >= 0 ? s_l : -s_l),
-// s_l = d_scales[l] (grad holds p, param receives the error).
+// codec::error_from_state per layer: param[i] = grad[i] - (grad[i] >= 0 ? s : -s),
+// s = the float whose bits are d_scale_words[layer.scale_index] (grad holds p, param
+// receives the error).
 void error_from_state_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
-                             const float* d_scales, cudaStream_t stream);
+                             const uint32_t* d_scale_words, cudaStream_t stream);
 
 // dst[i] = src[index[i]] for i < n: builds the two-phase blocks from a message and
 // the message-shaped array from the gathered blocks.
 void gather_u32_launch(const uint32_t* d_src, const int64_t* d_index, uint32_t* d_dst, int64_t n,
                        cudaStream_t stream);
 
-// sgdm: copy every layer's grad into one flat buffer (one launch for all layers).
+// sgdm: copy every layer's grad into one flat buffer at layer.elem_offset.
 void gather_grads_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
                          float* d_flat, cudaStream_t stream);
 // sgdm after the allreduce: g = flat/W; g = g + wd*x; m = beta*m + g; x = x - lr*m.
@@ -104,4 +126,7 @@ void sgdm_update_launch(const DeviceLayer* d_layers, int num_layers, const Chunk
 // Reference bandwidth: dst = src over n floats (for the benchmark's ratio).
 void copy_launch(const float* src, float* dst, int64_t n, cudaStream_t stream);
 
+#if defined(EFSIGN_CUDA_EMULATION)
+}  // inline namespace emulated
+#endif
 }  // namespace efsign::kernels
