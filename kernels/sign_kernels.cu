@@ -197,23 +197,29 @@ __global__ void __launch_bounds__(kThreads, kCompressMinBlocks)
   const ChunkRange r = chunk_range(chunk, layer);
   const int num_words = static_cast<int>(chunk.num_words);
   const int count = static_cast<int>(r.end - r.begin);
-  // Read before this block's arrival is counted, so before the last block rewrites it.
-  const float s_prev = layer.state ? prev_scales[chunk.layer] : 0.0f;
-  const float* grad = layer.grad + r.begin;
-  const float* param = kWd ? layer.param + r.begin : nullptr;
-  float* momentum = layer.momentum ? layer.momentum + r.begin : nullptr;
-  float* state = layer.state ? layer.state + r.begin : nullptr;
+  // A layer without a gradient (grad == nullptr, n > 0) is left alone: zero words,
+  // scale 0, its momentum, state and previous scale untouched (codec.h: a skipped layer).
+  const bool absent = layer.grad == nullptr && layer.n > 0;
   uint32_t* words = message + layer.word_offset + chunk.first_word;
-
-  double l1;  // block-uniform dispatch on the optional buffers
-  if (state && momentum)
-    l1 = compress_chunk<kWd, true, true>(grad, param, momentum, state, words, num_words, count, params, s_prev);
-  else if (state)
-    l1 = compress_chunk<kWd, false, true>(grad, param, momentum, state, words, num_words, count, params, s_prev);
-  else if (momentum)
-    l1 = compress_chunk<kWd, true, false>(grad, param, momentum, state, words, num_words, count, params, s_prev);
-  else
-    l1 = compress_chunk<kWd, false, false>(grad, param, momentum, state, words, num_words, count, params, s_prev);
+  double l1 = 0.0;  // block-uniform dispatch on the optional buffers
+  if (absent) {
+    for (int w = static_cast<int>(threadIdx.x); w < num_words; w += kThreads) words[w] = 0u;
+  } else {
+    // Read before this block's arrival is counted, so before the last block rewrites it.
+    const float s_prev = layer.state ? prev_scales[chunk.layer] : 0.0f;
+    const float* grad = layer.grad + r.begin;
+    const float* param = kWd ? layer.param + r.begin : nullptr;
+    float* momentum = layer.momentum ? layer.momentum + r.begin : nullptr;
+    float* state = layer.state ? layer.state + r.begin : nullptr;
+    if (state && momentum)
+      l1 = compress_chunk<kWd, true, true>(grad, param, momentum, state, words, num_words, count, params, s_prev);
+    else if (state)
+      l1 = compress_chunk<kWd, false, true>(grad, param, momentum, state, words, num_words, count, params, s_prev);
+    else if (momentum)
+      l1 = compress_chunk<kWd, true, false>(grad, param, momentum, state, words, num_words, count, params, s_prev);
+    else
+      l1 = compress_chunk<kWd, false, false>(grad, param, momentum, state, words, num_words, count, params, s_prev);
+  }
 
   const double chunk_l1 = block_sum(l1, warp_sums);
   const int32_t first_chunk = layer_first_chunk[chunk.layer];
@@ -235,7 +241,9 @@ __global__ void __launch_bounds__(kThreads, kCompressMinBlocks)
   for (int i = static_cast<int>(threadIdx.x); i < layer_chunks; i += kThreads)
     sum += __ldcg(partials + first_chunk + i);  // L2: written by other blocks
   const double total = block_sum(sum, warp_sums);
-  if (threadIdx.x == 0) {
+  if (threadIdx.x == 0 && absent) {
+    message[layer.scale_index] = 0u;  // +0.0f; prev_scales keeps the scale the state was sent with
+  } else if (threadIdx.x == 0) {
     float scale;
     if (params.scale_mode == codec::ScaleMode::kFixed)  // Note [non-finite]: a poisoned layer sends NaN
       scale = isfinite(total) ? params.fixed_scale : __int_as_float(0x7fc00000);
@@ -387,10 +395,21 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 __global__ void __launch_bounds__(kThreads)
-    gather_u32_kernel(const uint32_t* __restrict__ src, const int64_t* __restrict__ idx, uint32_t* __restrict__ dst,
-                      int64_t n) {
+    gather_u32_kernel(const uint32_t* __restrict__ src, const int64_t* __restrict__ src_index,
+                      uint32_t* __restrict__ dst, const int64_t* __restrict__ dst_index, int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  if (i < n) dst[i] = __ldg(src + __ldg(idx + i));
+  if (i < n) dst[__ldg(dst_index + i)] = __ldg(src + __ldg(src_index + i));
+}
+
+// Adds 1 to *count for every thread that saw a non-finite value (*count is zeroed by
+// the launcher first): non-zero iff some value is NaN or Inf.
+__global__ void __launch_bounds__(kThreads)
+    nonfinite_kernel(const float* __restrict__ data, int64_t n, uint32_t* __restrict__ count) {
+  bool bad = false;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * kThreads)
+    bad = bad || !isfinite(__ldg(data + i));
+  if (bad) atomicAdd(count, 1u);
 }
 
 __global__ void __launch_bounds__(kThreads)
@@ -400,6 +419,13 @@ __global__ void __launch_bounds__(kThreads)
   const ChunkRange r = chunk_range(chunk, layer);
   const float* __restrict__ grad = layer.grad;
   float* __restrict__ out = flat + layer.elem_offset;
+  // The layer's presence (1, or 0 without a gradient: its elements are zeros), summed
+  // over the ranks by the allreduce with the rest.
+  if (chunk.first_word == 0 && threadIdx.x == 0) flat[layer.scale_index] = grad ? 1.0f : 0.0f;
+  if (!grad) {
+    for (int64_t i = r.begin + threadIdx.x; i < r.end; i += kThreads) out[i] = 0.0f;
+    return;
+  }
 #pragma unroll 4
   for (int64_t i = r.begin + threadIdx.x; i < r.end; i += kThreads) out[i] = __ldg(grad + i);
 }
@@ -410,6 +436,7 @@ __global__ void __launch_bounds__(kThreads)
   const Chunk chunk = chunks[blockIdx.x];
   const DeviceLayer layer = layers[chunk.layer];
   const ChunkRange r = chunk_range(chunk, layer);
+  if (__ldg(flat + layer.scale_index) == 0.0f) return;  // no rank had a gradient: skipped
   const float* __restrict__ g = flat + layer.elem_offset;
   float* __restrict__ x = layer.param;
   float* __restrict__ m = layer.momentum;
@@ -518,13 +545,23 @@ void error_from_state_launch(const DeviceLayer* d_layers, int num_layers, const 
   EFSIGN_CUDA_CHECK_LAUNCH();
 }
 
-void gather_u32_launch(const uint32_t* d_src, const int64_t* d_index, uint32_t* d_dst, int64_t n,
-                       cudaStream_t stream) {
+void gather_u32_launch(const uint32_t* d_src, const int64_t* d_src_index, uint32_t* d_dst,
+                       const int64_t* d_dst_index, int64_t n, cudaStream_t stream) {
   if (n < 0) throw Error("gather_u32_launch: negative count");
   if (n == 0) return;
   const int64_t blocks = (n + kThreads - 1) / kThreads;
   if (blocks > INT32_MAX) throw Error("gather_u32_launch: too many elements");
-  EFSIGN_LAUNCH(gather_u32_kernel, static_cast<unsigned>(blocks), kThreads, 0, stream)(d_src, d_index, d_dst, n);
+  EFSIGN_LAUNCH(gather_u32_kernel, static_cast<unsigned>(blocks), kThreads, 0, stream)(d_src, d_src_index, d_dst,
+                                                                                       d_dst_index, n);
+  EFSIGN_CUDA_CHECK_LAUNCH();
+}
+
+void nonfinite_count_launch(const float* d_data, int64_t n, uint32_t* d_count, cudaStream_t stream) {
+  if (n < 0) throw Error("nonfinite_count_launch: negative count");
+  EFSIGN_CUDA_CHECK(cudaMemsetAsync(d_count, 0, sizeof(uint32_t), stream));
+  if (n == 0) return;
+  const int64_t blocks = std::min<int64_t>((n + kThreads - 1) / kThreads, 1024);
+  EFSIGN_LAUNCH(nonfinite_kernel, static_cast<unsigned>(blocks), kThreads, 0, stream)(d_data, n, d_count);
   EFSIGN_CUDA_CHECK_LAUNCH();
 }
 

@@ -70,7 +70,9 @@ struct ChunkPlan {
 // What decode_launch does with the average a = (1/W) * sum_w s_w * sign_w (see there).
 enum class DecodeMode { kApply, kAdd, kVote };
 
-// Fused compress over every layer, one pass over memory, one launch:
+// Fused compress over every layer, one pass over memory, one launch (a layer whose
+// grad is nullptr is skipped: zero words, scale +0, momentum, state and its
+// prev_scales entry untouched):
 //   per element: g = grad + wd*x; [m = beta*m + g; g = m]; d = lr*g;
 //                [e = c - s_prev*sign(c); p = e + d; c = p] (else p = d)
 //   words -> d_message + layer.word_offset (bit = p >= 0, tail bits 0);
@@ -110,15 +112,22 @@ void decode_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_c
 void error_from_state_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
                              const uint32_t* d_scale_words, cudaStream_t stream);
 
-// dst[i] = src[index[i]] for i < n: builds the two-phase blocks from a message and
-// the message-shaped array from the gathered blocks.
-void gather_u32_launch(const uint32_t* d_src, const int64_t* d_index, uint32_t* d_dst, int64_t n,
-                       cudaStream_t stream);
+// dst[dst_index[i]] = src[src_index[i]] for i < n: the two-phase blocks from a message,
+// the verdict's scales from the received blocks (codec.h's CopyRuns, expanded).
+void gather_u32_launch(const uint32_t* d_src, const int64_t* d_src_index, uint32_t* d_dst,
+                       const int64_t* d_dst_index, int64_t n, cudaStream_t stream);
 
-// sgdm: copy every layer's grad into one flat buffer at layer.elem_offset.
+// *d_count = 0, then non-zero iff one of the n floats at d_data is NaN or Inf.
+void nonfinite_count_launch(const float* d_data, int64_t n, uint32_t* d_count, cudaStream_t stream);
+
+// sgdm: copy every layer's grad into one flat buffer at layer.elem_offset, and the
+// layer's presence at flat[layer.scale_index]: 1, or 0 for a layer whose grad is
+// nullptr (its elements are then zeros).
 void gather_grads_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
                          float* d_flat, cudaStream_t stream);
-// sgdm after the allreduce: g = flat/W; g = g + wd*x; m = beta*m + g; x = x - lr*m.
+// sgdm after the allreduce: g = flat/W; g = g + wd*x; m = beta*m + g; x = x - lr*m,
+// except for layers whose summed presence flat[layer.scale_index] is 0 (no rank had a
+// gradient: skipped, as torch.optim.SGD skips a parameter without one).
 void sgdm_update_launch(const DeviceLayer* d_layers, int num_layers, const Chunk* d_chunks, int num_chunks,
                         const float* d_flat, int world, float lr, float weight_decay, float momentum,
                         cudaStream_t stream);

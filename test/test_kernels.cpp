@@ -362,7 +362,8 @@ TEST_CASE("launchers reject bad arguments before touching the device", "[kernels
   CHECK_THROWS_AS(k::decode_launch(&layer, 1, &chunk, 1, nullptr, 2, 1, k::DecodeMode::kVote, nullptr), Error);
   CHECK_THROWS_AS(k::error_from_state_launch(&layer, 1, &chunk, 1, nullptr, nullptr), Error);
   CHECK_THROWS_AS(k::sgdm_update_launch(&layer, 1, &chunk, 1, &f, 0, 0.1f, 0.0f, 0.9f, nullptr), Error);
-  CHECK_THROWS_AS(k::gather_u32_launch(&u, nullptr, &u, -1, nullptr), Error);
+  CHECK_THROWS_AS(k::gather_u32_launch(&u, nullptr, &u, nullptr, -1, nullptr), Error);
+  CHECK_THROWS_AS(k::nonfinite_count_launch(&f, -1, &u, nullptr), Error);
   CHECK_THROWS_AS(k::copy_launch(&f, &f, -1, nullptr), Error);
 }
 
@@ -723,22 +724,52 @@ TEST_CASE("error_from_state_launch matches codec::error_from_state bit for bit",
   require_bit_exact("error", d_e.download(), e);
 }
 
-TEST_CASE("gather_u32_launch gathers by index", "[gpu]") {
+TEST_CASE("gather_u32_launch moves words from one index to another", "[gpu]") {
   SKIP_WITHOUT_GPU();
   for (int64_t n : {int64_t{1}, int64_t{255}, int64_t{256}, int64_t{257}, int64_t{10007}}) {
     INFO(n << " words");
     std::mt19937 rng(static_cast<uint32_t>(n));
     std::vector<uint32_t> src(static_cast<std::size_t>(2 * n + 3));
     for (uint32_t& w : src) w = static_cast<uint32_t>(rng());
-    std::vector<int64_t> index(static_cast<std::size_t>(n));
-    for (int64_t& i : index) i = static_cast<int64_t>(rng() % src.size());
-    DeviceBuffer<uint32_t> d_src(src), d_dst(static_cast<std::size_t>(n));
-    DeviceBuffer<int64_t> d_index(index);
-    k::gather_u32_launch(d_src.get(), d_index.get(), d_dst.get(), n, nullptr);
+    // Sources anywhere (repeats allowed); destinations a permutation of a larger array.
+    std::vector<int64_t> from(static_cast<std::size_t>(n)), to(static_cast<std::size_t>(2 * n));
+    for (int64_t& i : from) i = static_cast<int64_t>(rng() % src.size());
+    std::iota(to.begin(), to.end(), 0);
+    std::shuffle(to.begin(), to.end(), rng);
+    to.resize(static_cast<std::size_t>(n));
+    std::vector<uint32_t> want(static_cast<std::size_t>(2 * n), 0xdeadbeefu);
+    DeviceBuffer<uint32_t> d_src(src), d_dst(want);
+    DeviceBuffer<int64_t> d_from(from), d_to(to);
+    k::gather_u32_launch(d_src.get(), d_from.get(), d_dst.get(), d_to.get(), n, nullptr);
     EFSIGN_CUDA_CHECK(cudaDeviceSynchronize());
-    std::vector<uint32_t> want(static_cast<std::size_t>(n));
-    for (int64_t i = 0; i < n; ++i) want[i] = src[index[i]];
-    require_bit_exact("gathered words", d_dst.download(), want);
+    for (int64_t i = 0; i < n; ++i) want[to[i]] = src[from[i]];
+    require_bit_exact("moved words", d_dst.download(), want);
+  }
+}
+
+TEST_CASE("nonfinite_count_launch finds one NaN or Inf anywhere", "[gpu]") {
+  SKIP_WITHOUT_GPU();
+  DeviceBuffer<uint32_t> d_count(std::vector<uint32_t>{12345u});
+  for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{257}, int64_t{300007}}) {
+    std::vector<float> data(static_cast<std::size_t>(n), 1.5f);
+    DeviceBuffer<float> d_data(data);
+    k::nonfinite_count_launch(d_data.get(), n, d_count.get(), nullptr);
+    EFSIGN_CUDA_CHECK(cudaDeviceSynchronize());
+    INFO(n << " finite values");
+    CHECK(d_count.download()[0] == 0u);
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                      -std::numeric_limits<float>::infinity()}) {
+      for (int64_t at : {int64_t{0}, n - 1, n / 2}) {
+        if (n == 0) continue;
+        std::vector<float> d = data;
+        d[at] = bad;
+        d_data.upload(d);
+        k::nonfinite_count_launch(d_data.get(), n, d_count.get(), nullptr);
+        EFSIGN_CUDA_CHECK(cudaDeviceSynchronize());
+        INFO(bad << " at " << at);
+        CHECK(d_count.download()[0] != 0u);
+      }
+    }
   }
 }
 
@@ -751,24 +782,33 @@ TEST_CASE("gather_grads_launch and sgdm_update_launch match the CPU sgdm loop bi
   const int64_t N = table.elem.back(), L = table.layers();
   const DevicePlan plan(sizes);
   std::mt19937 rng(7u);
-  std::vector<float> grad(N), param(N), momentum(N), flat(N);
+  // The flat buffer: N gradient elements, then one presence float per layer.
+  std::vector<float> grad(N), param(N), momentum(N), flat(N + L);
   fill_random(grad, rng, 1.0f);
   fill_random(param, rng, 1.0f);
   fill_random(momentum, rng, 0.1f);
-  DeviceBuffer<float> d_grad(grad), d_param(param), d_mom(momentum), d_flat(N);
-  const DeviceBuffer<k::DeviceLayer> d_layers(
-      device_layers(table, d_grad.get(), d_param.get(), d_mom.get(), nullptr));
+  DeviceBuffer<float> d_grad(grad), d_param(param), d_mom(momentum), d_flat(N + L);
+  std::vector<k::DeviceLayer> layers = device_layers(table, d_grad.get(), d_param.get(), d_mom.get(), nullptr);
+  for (int64_t l = 0; l < L; ++l) layers[l].scale_index = N + l;
+  const int64_t absent = 4;  // this layer has no gradient: zeros, presence 0
+  layers[absent].grad = nullptr;
+  const DeviceBuffer<k::DeviceLayer> d_layers(layers);
 
-  d_flat.upload(std::vector<float>(N, std::numeric_limits<float>::quiet_NaN()));
+  d_flat.upload(std::vector<float>(N + L, std::numeric_limits<float>::quiet_NaN()));
   k::gather_grads_launch(d_layers.get(), static_cast<int>(L), plan.chunks.get(), plan.num_chunks(), d_flat.get(),
                          nullptr);
   EFSIGN_CUDA_CHECK(cudaDeviceSynchronize());
-  require_bit_exact("gathered gradients", d_flat.download(), grad);
+  std::vector<float> want(grad);
+  std::fill(want.begin() + table.elem[absent], want.begin() + table.elem[absent + 1], 0.0f);
+  for (int64_t l = 0; l < L; ++l) want.push_back(l == absent ? 0.0f : 1.0f);
+  require_bit_exact("gathered gradients and presence", d_flat.download(), want);
 
-  // An allreduce result of 3 ranks stands in for the sum.
+  // An allreduce result of 3 ranks stands in for the sum; layer `absent` had a
+  // gradient on no rank (presence 0): it must not move.
   const int world = 3;
   const float lr = 0.1f, wd = 5e-4f, beta = 0.9f;
   fill_random(flat, rng, 3.0f);
+  for (int64_t l = 0; l < L; ++l) flat[N + l] = l == absent ? 0.0f : 2.0f;
   d_flat.upload(flat);
   for (int step = 0; step < 2; ++step) {
     INFO("step " << step);
@@ -776,7 +816,8 @@ TEST_CASE("gather_grads_launch and sgdm_update_launch match the CPU sgdm loop bi
                           world, lr, wd, beta, nullptr);
     EFSIGN_CUDA_CHECK(cudaDeviceSynchronize());
     const float wf = static_cast<float>(world);
-    for (int64_t i = 0; i < N; ++i) {  // src/optim/sgdm_optimizer.cpp, with -ffp-contract=off
+    for (int64_t i = 0; i < N; ++i) {  // the host codec's loop, with -ffp-contract=off
+      if (i >= table.elem[absent] && i < table.elem[absent + 1]) continue;
       float gi = flat[i] / wf;
       gi = gi + wd * param[i];
       const float mi = beta * momentum[i] + gi;
@@ -820,8 +861,8 @@ TEST_CASE("every launcher launches on the stream it is given, never on the defau
   std::vector<float> ones(N, 1.0f);
   DeviceBuffer<float> a(ones), b(ones), c(ones), flat(N);
   DeviceBuffer<uint32_t> msg(std::vector<uint32_t>(table.message_words(), 0u));
-  DeviceBuffer<int64_t> index(std::vector<int64_t>(4, 0));
-  DeviceBuffer<uint32_t> gathered(4);
+  DeviceBuffer<int64_t> index(std::vector<int64_t>(4, 0)), to(std::vector<int64_t>{0, 1, 2, 3});
+  DeviceBuffer<uint32_t> gathered(4), count(1);
   CompressWorkspace ws(L, plan.num_chunks());
   const DeviceBuffer<k::DeviceLayer> d_layers(device_layers(table, a.get(), b.get(), c.get(), flat.get()));
   const int Li = static_cast<int>(L), nc = plan.num_chunks();
@@ -835,16 +876,17 @@ TEST_CASE("every launcher launches on the stream it is given, never on the defau
   for (k::DecodeMode mode : {k::DecodeMode::kApply, k::DecodeMode::kAdd, k::DecodeMode::kVote})
     k::decode_launch(d_layers.get(), Li, plan.chunks.get(), nc, msg.get(), 1, table.message_words(), mode, stream);
   k::error_from_state_launch(d_layers.get(), Li, plan.chunks.get(), nc, msg.get(), stream);
-  k::gather_u32_launch(msg.get(), index.get(), gathered.get(), 4, stream);
+  k::gather_u32_launch(msg.get(), index.get(), gathered.get(), to.get(), 4, stream);
+  k::nonfinite_count_launch(a.get(), N, count.get(), stream);
   k::gather_grads_launch(d_layers.get(), Li, plan.chunks.get(), nc, flat.get(), stream);
   k::sgdm_update_launch(d_layers.get(), Li, plan.chunks.get(), nc, flat.get(), 2, 0.1f, 0.0f, 0.9f, stream);
   k::copy_launch(a.get(), b.get(), N, stream);
   k::copy_launch(a.get() + 1, b.get(), N - 1, stream);
   EFSIGN_CUDA_CHECK(cudaStreamSynchronize(stream));
   const std::vector<efsign::cuda_emu::LaunchRecord> launches = efsign::cuda_emu::launches();
-  // compress, 3 decodes, error_from_state, 2 gathers, sgdm, copy (float4 + none left),
-  // copy (unaligned: float only).
-  REQUIRE(launches.size() == 10u);
+  // compress, 3 decodes, error_from_state, 2 gathers, the non-finite count, sgdm, copy
+  // (float4 + none left), copy (unaligned: float only).
+  REQUIRE(launches.size() == 11u);
   for (const auto& r : launches) {
     INFO(r.kernel);
     CHECK(r.stream == stream);

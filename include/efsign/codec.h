@@ -130,7 +130,9 @@ class Codec {
   // For every layer l of the set (codec::compress_layer): reads grad, param (when
   // params.weight_decay != 0), momentum, state and prev_scales[l] (the scale sent with
   // the state); writes momentum, state, the words at message + word_offset, the scale's
-  // bits at message[scale_index], and prev_scales[l] = the scale.
+  // bits at message[scale_index], and prev_scales[l] = the scale. A layer whose grad is
+  // nullptr (no gradient this step) is skipped, as the reference skips a parameter
+  // without one: zero words, scale +0, and its state, momentum and prev_scales[l] untouched.
   virtual void compress(LayerSet& set, const codec::CompressParams& params, float* prev_scales,
                         uint32_t* message) = 0;
   // `world` blocks `stride` words apart: block w holds layer l's words at
@@ -138,7 +140,9 @@ class Codec {
   virtual void decode(LayerSet& set, const uint32_t* blocks, int world, int64_t stride, DecodeMode mode) = 0;
   // param = grad - s sign(grad), s = the float at scale_words[scale_index] (codec::error_from_state).
   virtual void error_from_state(LayerSet& set, const uint32_t* scale_words) = 0;
-  // sgdm: flat[elem_offset + i] = grad[i]; after the allreduce, the update of SgdmParams.
+  // sgdm: flat[elem_offset + i] = grad[i] (zeros for a grad of nullptr) and the layer's
+  // presence flat[scale_index] = 1 (0 without a gradient); after the allreduce, the
+  // update of SgdmParams for every layer whose summed presence is not 0.
   virtual void flatten(LayerSet& set, float* flat) = 0;
   virtual void sgdm_update(LayerSet& set, const float* flat, int world, const SgdmParams& params) = 0;
 

@@ -243,7 +243,10 @@ class SignExchange final : public GradientExchange {
 // The uncompressed baseline (sgdm, optimizer.h): every bucket's gradients are copied
 // into one flat fp32 buffer and summed by ONE allreduce; apply() divides by W and runs
 // momentum SGD. finish() checks the summed gradient (identical bytes on every rank).
-// bind(): layers[l] holds layer l's param and momentum (codec memory).
+// bind(): layers[l] holds layer l's param and momentum (codec memory). The flat buffer
+// holds, bucket after bucket, the bucket's elements in layer order, then one float per
+// layer that says on how many ranks it had a gradient (4 bytes a layer on the wire):
+// a layer that none had is not updated (torch.optim.SGD skips it).
 class DenseExchange final : public GradientExchange {
  public:
   DenseExchange(const LayerTable& table, std::vector<Bucket> buckets, std::shared_ptr<Communicator> comm,
@@ -261,8 +264,13 @@ class DenseExchange final : public GradientExchange {
   std::string describe() const override;
 
  private:
+  struct Slice {
+    int64_t first = 0, floats = 0;  // a bucket's part of the flat buffer
+  };
+  int64_t span_elems(const Bucket& k) const;
   SgdmParams params_;
-  Staged flat_;  // every layer's gradient, bucket by bucket in layer order (elem_offset)
+  std::vector<Slice> slices_;
+  Staged flat_;
   std::vector<std::unique_ptr<LayerSet>> update_sets_;
 };
 

@@ -16,6 +16,11 @@
 // average for sgdm (as DDP + torch.optim.SGD do). The EF error is stored in lr units:
 // a learning-rate change does not rescale it (the reference's choice; BytePS rescales).
 // sign(0) = +1. EF-SignSGD has no momentum, as in the paper.
+// A parameter without a gradient this step (grad undefined: unused in the forward, or
+// frozen) is skipped, as the reference skips it: no weight decay, its error, momentum and
+// scale untouched. The sign family sends it as zero words with scale 0 (so a layer no
+// rank has moves by exactly 0; under vote, its zero bits count as votes); sgdm sends
+// zeros and a presence count, and does not update a layer no rank had a gradient for.
 #pragma once
 
 #include <memory>
@@ -90,7 +95,7 @@ class DistributedOptimizer {
   DistributedOptimizer& operator=(const DistributedOptimizer&) = delete;
 
   // Collective: every rank calls it once per step, after backward. Reads each
-  // parameter's grad (a missing grad counts as zeros), exchanges, updates in place.
+  // parameter's grad, exchanges, updates in place (a parameter without a grad: above).
   void step();
 
   OptimizerKind kind() const { return config_.kind; }

@@ -479,23 +479,34 @@ std::string SignExchange::describe() const {
 DenseExchange::DenseExchange(const LayerTable& table, std::vector<Bucket> buckets,
                              std::shared_ptr<Communicator> comm, std::shared_ptr<Codec> codec)
     : GradientExchange(table, std::move(buckets), std::move(comm), std::move(codec)) {
-  flat_ = make_staged(table_.fp32_bytes());
+  int64_t at = 0;
+  for (const Bucket& k : buckets_) {
+    slices_.push_back(Slice{at, span_elems(k) + (k.last - k.first)});
+    at += slices_.back().floats;
+  }
+  flat_ = make_staged(4 * at);
 }
 
 DenseExchange::~DenseExchange() = default;
+
+int64_t DenseExchange::span_elems(const Bucket& k) const {
+  return table_.elem_offset(k.last - 1) + table_.size(k.last - 1) - table_.elem_offset(k.first);
+}
 
 void DenseExchange::bind(const std::vector<CodecLayer>& layers) {
   if (static_cast<int64_t>(layers.size()) != table_.num_layers())
     throw Error(fmt::format("DenseExchange::bind: {} layers for a table of {}", layers.size(), table_.num_layers()));
   std::vector<std::unique_ptr<LayerSet>> sets;
   update_sets_.clear();
-  for (const Bucket& k : buckets_) {
+  for (std::size_t b = 0; b < buckets_.size(); ++b) {
+    const Bucket& k = buckets_[b];
     std::vector<CodecLayer> set;
     for (int64_t l = k.first; l < k.last; ++l) {
       CodecLayer d = layers[l];
       d.grad = nullptr;
       d.n = table_.size(l);
-      d.elem_offset = table_.elem_offset(l);
+      d.elem_offset = slices_[b].first + table_.elem_offset(l) - table_.elem_offset(k.first);
+      d.scale_index = slices_[b].first + span_elems(k) + (l - k.first);  // the layer's presence
       set.push_back(d);
     }
     sets.push_back(codec_->prepare(set));
@@ -506,26 +517,25 @@ void DenseExchange::bind(const std::vector<CodecLayer>& layers) {
 
 void DenseExchange::run(int b) {
   if (update_sets_.empty()) throw Error("DenseExchange: run before bind");
-  const Bucket& k = buckets_[b];
+  const Slice& s = slices_[b];
   start_timing();
   codec_->flatten(compress_set(b), flat_.codec_side<float>());
   lap(Phase::kEncode);
-  // This bucket's slice of the flat buffer (its layers are contiguous there).
-  const int64_t e0 = table_.elem_offset(k.first);
-  const int64_t n = table_.elem_offset(k.last - 1) + table_.size(k.last - 1) - e0;
   if (staged_) {
-    codec_->copy(flat_.host.get<float>() + e0, flat_.dev.get<float>() + e0, 4 * n);
+    codec_->copy(flat_.host.get<float>() + s.first, flat_.dev.get<float>() + s.first, 4 * s.floats);
     codec_->synchronize();
   }
-  collective([&] { comm_->allreduce_sum(Span<float>(flat_.comm_side<float>() + e0, static_cast<std::size_t>(n))); });
-  if (staged_) codec_->copy(flat_.dev.get<float>() + e0, flat_.host.get<float>() + e0, 4 * n);
+  collective([&] {
+    comm_->allreduce_sum(Span<float>(flat_.comm_side<float>() + s.first, static_cast<std::size_t>(s.floats)));
+  });
+  if (staged_) codec_->copy(flat_.dev.get<float>() + s.first, flat_.host.get<float>() + s.first, 4 * s.floats);
   lap(Phase::kComm);
 }
 
 std::string DenseExchange::finish() {
   if (device_comm_) synchronize("the fp32 allreduce");
   end_timing();
-  const bool finite = codec_->all_finite(flat_.codec_side<float>(), table_.total_elements());
+  const bool finite = codec_->all_finite(flat_.codec_side<float>(), flat_.bytes / 4);
   return finite ? "" : "non-finite averaged gradient (NaN or Inf on some rank)";
 }
 
@@ -533,14 +543,11 @@ void DenseExchange::apply() {
   for (auto& set : update_sets_) codec_->sgdm_update(*set, flat_.codec_side<float>(), world_, params_);
 }
 
-int64_t DenseExchange::handed_bytes_per_step() const { return table_.fp32_bytes(); }
+int64_t DenseExchange::handed_bytes_per_step() const { return flat_.bytes; }
 
 int64_t DenseExchange::wire_bytes_per_step() const {
   int64_t total = 0;
-  for (const Bucket& k : buckets_) {
-    const int64_t bytes = 4 * (table_.elem_offset(k.last - 1) + table_.size(k.last - 1) - table_.elem_offset(k.first));
-    total += ring_allreduce_wire_bytes(bytes, world_);
-  }
+  for (const Slice& s : slices_) total += ring_allreduce_wire_bytes(4 * s.floats, world_);
   return total;
 }
 

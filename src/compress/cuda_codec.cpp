@@ -262,7 +262,7 @@ class CudaCodec final : public Codec {
 
   bool all_finite(const float* data, int64_t n) override {
     DeviceGuard g(device_);
-    k::count_nonfinite_launch(data, n, flag_.get<uint32_t>(), stream_);
+    k::nonfinite_count_launch(data, n, flag_.get<uint32_t>(), stream_);
     uint32_t count = 0;
     EFSIGN_CUDA_CHECK(cudaMemcpyAsync(&count, flag_.get(), sizeof count, cudaMemcpyDeviceToHost, stream_));
     EFSIGN_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -276,7 +276,7 @@ class CudaCodec final : public Codec {
   void gather(const GatherPlan& plan, const uint32_t* src, uint32_t* dst) override {
     DeviceGuard g(device_);
     const auto& p = static_cast<const CudaGatherPlan&>(plan);
-    k::scatter_gather_u32_launch(src, p.src_.get<const int64_t>(), dst, p.dst_.get<const int64_t>(), p.n_, stream_);
+    k::gather_u32_launch(src, p.src_.get<const int64_t>(), dst, p.dst_.get<const int64_t>(), p.n_, stream_);
   }
 
   CodecBuffer allocate(int64_t bytes) override {

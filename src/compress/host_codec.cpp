@@ -58,6 +58,17 @@ class HostCodec final : public Codec {
   void compress(LayerSet& set, const codec::CompressParams& params, float* prev_scales, uint32_t* message) override {
     for (int64_t i = 0; i < set.size(); ++i) {
       const CodecLayer& l = set.layer(i);
+      if (l.n == 0) {  // an empty layer: no words; its scale as the kernels write it
+        const float s = params.scale_mode == codec::ScaleMode::kFixed ? params.fixed_scale : 0.0f;
+        message[l.scale_index] = codec::float_to_bits(s);
+        prev_scales[i] = s;
+        continue;
+      }
+      if (!l.grad) {  // skipped: zero words, scale +0, state, momentum and prev_scales untouched
+        std::memset(message + l.word_offset, 0, 4 * static_cast<std::size_t>(words_for(l.n)));
+        message[l.scale_index] = codec::float_to_bits(0.0f);
+        continue;
+      }
       codec::LayerBuffers buf;
       buf.grad = Span<const float>(l.grad, l.n);
       if (params.weight_decay != 0.0f) buf.param = Span<const float>(l.param, l.n);
@@ -103,7 +114,9 @@ class HostCodec final : public Codec {
   void flatten(LayerSet& set, float* flat) override {
     for (int64_t i = 0; i < set.size(); ++i) {
       const CodecLayer& l = set.layer(i);
-      std::memcpy(flat + l.elem_offset, l.grad, 4 * static_cast<std::size_t>(l.n));
+      if (l.grad) std::memcpy(flat + l.elem_offset, l.grad, 4 * static_cast<std::size_t>(l.n));
+      else std::memset(flat + l.elem_offset, 0, 4 * static_cast<std::size_t>(l.n));
+      flat[l.scale_index] = l.grad ? 1.0f : 0.0f;
     }
   }
 
@@ -111,6 +124,7 @@ class HostCodec final : public Codec {
     const float wf = static_cast<float>(world);
     for (int64_t i = 0; i < set.size(); ++i) {
       const CodecLayer& l = set.layer(i);
+      if (flat[l.scale_index] == 0.0f) continue;  // no rank had a gradient: skipped
       float* __restrict__ x = l.param;
       float* __restrict__ m = l.momentum;
       const float* __restrict__ g = flat + l.elem_offset;

@@ -217,13 +217,13 @@ void DistributedOptimizer::run_bucket(int b) {
   for (int64_t l = k.first; l < k.last; ++l) {
     at::Tensor& p = params_[l];
     at::Tensor g = p.grad();
-    if (!g.defined()) {
-      g = at::zeros_like(p);  // a missing grad counts as zeros
-    } else {
-      if (g.scalar_type() != at::kFloat || g.device() != p.device())
-        throw Error(fmt::format("gradient of parameter {} is not float32 on the parameter's device", l));
-      if (!g.is_contiguous()) g = g.contiguous();
+    if (!g.defined()) {  // no gradient this step: the codec skips the layer (optimizer.h)
+      exchange_->set_grad(l, nullptr);
+      continue;
     }
+    if (g.scalar_type() != at::kFloat || g.device() != p.device())
+      throw Error(fmt::format("gradient of parameter {} is not float32 on the parameter's device", l));
+    if (!g.is_contiguous()) g = g.contiguous();
     grads_[l] = g;  // kept until the step's host wait: the codec may read it later
     exchange_->set_grad(l, g.data_ptr<float>());
   }
