@@ -50,6 +50,16 @@ class Communicator {
   virtual void broadcast(Span<std::byte> data, int root) = 0;
   virtual void barrier() = 0;
 
+  // Device-memory communicators (memory() == kDevice) queue their collectives on
+  // stream() and do not block the host: a collective starts after everything queued
+  // on stream() before it, and work queued on stream() after it sees its result.
+  // synchronize(what) blocks the host until everything queued on stream() so far has
+  // completed, under the --comm-timeout watchdog (an NCCL error or the deadline aborts
+  // the communicator and throws CommError naming `what`, the rank and host).
+  // Host communicators: collectives block; stream() is nullptr; synchronize() is a no-op.
+  virtual void* stream() const { return nullptr; }
+  virtual void synchronize(const char* /*what*/) {}
+
   int64_t bytes_sent() const { return bytes_sent_; }
   int64_t wire_bytes() const { return wire_bytes_; }
   int64_t calls() const { return calls_; }

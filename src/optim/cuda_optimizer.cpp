@@ -148,7 +148,7 @@ class CudaSignOptimizer final : public DistributedOptimizer {
     hooks_.reset();  // no more launches from backward
     // Buckets launched by a backward whose step() never came are still queued on the
     // NCCL stream: let them finish before their buffers are freed.
-    if (nccl_) cudaStreamSynchronize(static_cast<cudaStream_t>(nccl_->comm_stream()));
+    if (nccl_) cudaStreamSynchronize(static_cast<cudaStream_t>(nccl_->stream()));
     for (auto& bd : bdev_) {
       if (bd.ready) cudaEventDestroy(bd.ready);
       if (bd.host) cudaFreeHost(bd.host);
@@ -338,7 +338,7 @@ class CudaSignOptimizer final : public DistributedOptimizer {
       keep_[l] = grad_of(l);  // alive until step() has waited for the stream
       bd.host[l - bd.first].grad = keep_[l].data_ptr<float>();
     }
-    auto cs = static_cast<cudaStream_t>(nccl_->comm_stream());
+    auto cs = static_cast<cudaStream_t>(nccl_->stream());
     EFSIGN_CUDA_CHECK(cudaEventRecord(bd.ready, nullptr));  // the gradients' kernels, on the compute stream
     EFSIGN_CUDA_CHECK(cudaStreamWaitEvent(cs, bd.ready, 0));
     EFSIGN_CUDA_CHECK(cudaMemcpyAsync(bd.layers.data_ptr(), bd.host, bd.num_layers * sizeof(kernels::DeviceLayer),
@@ -349,7 +349,7 @@ class CudaSignOptimizer final : public DistributedOptimizer {
                              static_cast<int>(bd.plan.chunks.size()), static_cast<const int32_t*>(bd.first_chunk.data_ptr()),
                              bd.words, cc, prev_scale_.data_ptr<float>() + bd.first, bd.partials.data_ptr<double>(),
                              u32(bd.send), cs);
-    nccl_->allgather_enqueued(bytes_of(bd.send), writable_bytes_of(bd.recv));
+    nccl_->allgather(bytes_of(bd.send), writable_bytes_of(bd.recv));
   }
 
   void step_overlapped() {
