@@ -15,7 +15,7 @@
 #                 bench/gpu_check.sh's own stages (the same code: bench/gpu_env.sh),
 #                 with python3 -> .whl/site (PYTHONPATH) and the pip cmake/ninja
 #   link          every GPU binary resolves every library, from the places the device uses
-#   mpirun        mpirun -np 2 hostname from the unpacked OpenMPI
+#   mpirun        mpirun -np 2 uname -n (hostname) from the unpacked OpenMPI
 #   train_no_gpu  $REHEARSAL_TRAIN under mpirun -np 1 must stop with its "no GPU is
 #                 visible" error (exit 2); any other outcome fails
 # Prints one PASS/FAIL/TIMEOUT/NOT RUN line and the time of each stage; exit 0 only if
@@ -235,7 +235,7 @@ stage_link() {
 stage_mpirun() {
   gpu_env_load || return
   echo "mpirun: $(command -v mpirun)"
-  timeout 60 mpirun -np 2 hostname
+  timeout 60 mpirun -np 2 uname -n
 }
 
 stage_train_no_gpu() {
