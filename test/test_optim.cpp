@@ -150,14 +150,16 @@ TEST_CASE("bad optimizer settings are clear errors", "[optim]") {
   for (const auto& name : optimizer_names()) CHECK(optimizer_name(parse_optimizer(name)) == name);
 }
 
-TEST_CASE("bytes handed to the communicator: the wire format for signs, 4 bytes a parameter for sgdm", "[optim]") {
+TEST_CASE("bytes handed to the communicator: the wire format for signs, 4 bytes a parameter (and a layer) for sgdm",
+          "[optim]") {
   auto self = std::make_shared<SelfCommunicator>();
   for (auto kind : {OptimizerKind::kSgdm, OptimizerKind::kSignSgd, OptimizerKind::kSignum, OptimizerKind::kEfSignSgd}) {
     auto params = make_params({100000, 33, 1}, 1);
     auto opt = make_optimizer(params, self, self, config(kind, 0.01));
     for (auto& p : params) set_grad(p, torch::ones_like(p));
     opt->step();
-    const int64_t want = kind == OptimizerKind::kSgdm ? 4 * (100000 + 33 + 1)
+    // sgdm: every gradient element and one presence count per layer (exchange.h).
+    const int64_t want = kind == OptimizerKind::kSgdm ? 4 * (100000 + 33 + 1) + 4 * 3
                                                       : 4 * (3125 + 2 + 1) + 4 * 3;
     CHECK(opt->last_step().bytes_sent == want);
     CHECK(opt->last_step().calls == 1);

@@ -132,6 +132,11 @@ class DistributedOptimizer {
   virtual void skip_step() = 0;     // what a skipped step does to the state
   // layer l's buffers as the codec sees them (param; no grad yet).
   CodecLayer codec_layer(int64_t l) const;
+  // Every tensor the exchange reads or writes (state, momentum, scales) is handed to the
+  // base, which keeps it alive until the communication thread has stopped and the
+  // exchange is gone: a subclass's members die before the base's destructor runs, while
+  // a bucket launched by backward may still be using them.
+  at::Tensor own(at::Tensor t);
 
   std::vector<at::Tensor> params_;
   std::shared_ptr<Communicator> data_;
@@ -145,6 +150,7 @@ class DistributedOptimizer {
   void run_bucket(int b);  // on the caller's thread, or on the communication thread
   bool nonfinite_verdict(const std::string& reason);
 
+  std::vector<at::Tensor> owned_;  // see own(); declared before what uses them
   std::unique_ptr<GradientExchange> exchange_;
   std::vector<at::Tensor> grads_;  // this step's gradients, alive until the step's host wait
   class Overlap;

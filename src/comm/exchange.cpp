@@ -170,7 +170,15 @@ GradientExchange::GradientExchange(const LayerTable& table, std::vector<Bucket> 
     if (bucket_of_[l] == -1) throw Error(fmt::format("exchange: layer {} is in no bucket", l));
 }
 
-GradientExchange::~GradientExchange() = default;
+GradientExchange::~GradientExchange() {
+  // Work still queued on the codec's stream (a bucket a backward started, or a device
+  // collective) reads buffers that go with this object: let it finish first.
+  try {
+    if (device_comm_) comm_->synchronize("the exchange's last collectives");
+    codec_->synchronize();
+  } catch (const std::exception&) {  // already failed: the job is ending anyway
+  }
+}
 
 void GradientExchange::set_grad(int64_t layer, const float* grad) {
   if (sets_.empty()) throw Error("exchange: set_grad before bind");

@@ -199,6 +199,11 @@ void DistributedOptimizer::start(std::unique_ptr<GradientExchange> exchange) {
   if (config_.overlap) overlap_ = std::make_unique<Overlap>(*this);
 }
 
+at::Tensor DistributedOptimizer::own(at::Tensor t) {
+  owned_.push_back(t);
+  return t;
+}
+
 CodecLayer DistributedOptimizer::codec_layer(int64_t l) const {
   CodecLayer d;
   d.param = params_[l].data_ptr<float>();

@@ -18,7 +18,7 @@ class SgdmOptimizer final : public DistributedOptimizer {
         table_, make_buckets(table_, config_.overlap ? config_.bucket_bytes : 0), data_, codec_);
     std::vector<CodecLayer> layers;
     for (int64_t l = 0; l < table_.num_layers(); ++l) {
-      momentum_.push_back(at::zeros_like(params_[l]));
+      momentum_.push_back(own(at::zeros_like(params_[l])));
       CodecLayer d = codec_layer(l);
       d.momentum = momentum_.back().data_ptr<float>();
       layers.push_back(d);

@@ -19,19 +19,19 @@ class SignOptimizer final : public DistributedOptimizer {
       : DistributedOptimizer(std::move(params), std::move(data), std::move(control), config, std::move(codec)) {
     const int64_t L = table_.num_layers();
     const auto f32 = params_[0].options().dtype(at::kFloat);
-    prev_scale_ = at::zeros({L}, f32);
+    prev_scale_ = own(at::zeros({L}, f32));
     auto exchange = std::make_unique<SignExchange>(
         config_.exchange, table_, make_buckets(table_, config_.overlap ? config_.bucket_bytes : 0), data_, codec_);
-    server_error_ = at::zeros({exchange->server_elems()}, f32);
+    server_error_ = own(at::zeros({exchange->server_elems()}, f32));
     std::vector<CodecLayer> layers;
     for (int64_t l = 0; l < L; ++l) {
       CodecLayer d = codec_layer(l);
       if (config_.kind == OptimizerKind::kEfSignSgd) {
-        state_.push_back(at::zeros_like(params_[l]));
+        state_.push_back(own(at::zeros_like(params_[l])));
         d.state = state_.back().data_ptr<float>();
       }
       if (config_.kind == OptimizerKind::kSignum) {
-        momentum_.push_back(at::zeros_like(params_[l]));
+        momentum_.push_back(own(at::zeros_like(params_[l])));
         d.momentum = momentum_.back().data_ptr<float>();
       }
       layers.push_back(d);
