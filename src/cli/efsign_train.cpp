@@ -13,7 +13,7 @@
 #include "efsign/transport.h"
 
 int main(int argc, char** argv) {
-  efsign::MpiSession mpi(&argc, &argv);
+  efsign::MpiSession mpi(&argc, &argv, efsign::comm_timeout_arg(argc, argv));  // MPI_Init under --comm-timeout
   const bool root = mpi.world_rank() == 0;
   try {
     std::string help;
@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
       if (root) fmt::print("{}", help);
       return 0;
     }
-    efsign::run_training(*options, efsign::make_control_communicator());
+    efsign::run_training(*options, efsign::make_control_communicator(options->comm_timeout_s));
     return 0;
   } catch (const efsign::UsageError& e) {  // every rank sees the same flags
     if (root) fmt::print(stderr, "efsign-train: error: {}\n", e.what());

@@ -85,7 +85,9 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
     ("overlap", "compress and exchange gradients in buckets on a communication thread while backward runs "
                 "(sign optimizers, --backend mpi); same results bit for bit")
     ("bucket-mb", "bucket size for --overlap, MiB of fp32 gradient", cxxopts::value<double>()->default_value("25"))
-    ("comm-timeout", "seconds an NCCL collective may take before the job is aborted (0 = wait forever)",
+    ("comm-timeout", "seconds any rank may wait in a collective (MPI or NCCL) for the others before the job is "
+                     "aborted with a message naming the collective and the ranks that did not arrive (0 = wait "
+                     "forever)",
        cxxopts::value<double>()->default_value("300"))
     ("epochs", "number of epochs", cxxopts::value<int64_t>()->default_value("1"))
     ("steps-per-epoch", "cap every epoch at N steps (0 = whole epoch), for quick runs",
