@@ -55,9 +55,12 @@ bool mpi_serialized_threads();
 // arrive: after its deadline a rank sends a probe to every peer over a process-wide
 // side communicator, and every rank that has waited more than 0.2 s in any collective
 // answers with what it waits in. A rank that does not answer within 2 s is stopped,
-// hung outside MPI or dead; one that answers from another collective means the ranks
-// called collectives in different orders. Nothing is exchanged while collectives
-// complete in time, so the normal path costs one MPI_Test and one clock read per poll.
+// hung outside MPI or dead; the others are named with where they wait (a rank may be
+// one collective ahead: it can finish one before another rank has all of its data).
+// If every rank answers, the ranks called collectives in different orders. Nothing is
+// exchanged while collectives complete in time, so the normal path costs one MPI_Test
+// and one clock read per poll (and, from 64 KiB, Open MPI's ring for the non-blocking
+// allreduce, chosen through MPI_T: its default there is twice as slow).
 // Of the ranks that time out together, the lowest one that answered reports (the
 // others wait for its MPI_Abort, then report themselves), so the job ends with one
 // message. After a CommError the communicator is unusable (its collective may still
