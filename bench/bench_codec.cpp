@@ -55,6 +55,12 @@ int run_codec(int argc, char** argv, HostCommunicator& comm) {
   if (comm.rank() != 0) return 0;  // a single-process measurement
   const LayerTable table(model == "resnet18" ? kernels::resnet18_cifar_sizes(100) : kernels::vgg19_bn_cifar_sizes(10));
   const int64_t d = table.total_elements();
+  // Five gradient-sized float arrays and `world` messages.
+  const std::string why = memory_shortfall(
+      20.0 * static_cast<double>(d) + static_cast<double>(W) * static_cast<double>(table.message_bytes()),
+      fmt::format("--world {}: {} messages of {} ({} parameters, {} bytes each) with 5 gradient-sized arrays", W, W,
+                  model, d, table.message_bytes()));
+  if (!why.empty()) throw UsageError("codec: " + why);
   // 64-byte aligned, as LibTorch allocates the tensors the trainer hands the codec.
   AlignedFloats grad(d), state(d), param(d), out(d), dst(d);
   fill_grad(grad.span(), 0);
@@ -90,7 +96,7 @@ int run_codec(int argc, char** argv, HostCommunicator& comm) {
     }
     return std::array<Timing, 3>{summarize(op_ms), summarize(copy_ms), summarize(ratio)};
   };
-  std::ofstream json = open_json(r["json"].as<std::string>());
+  JsonFile json(r["json"].as<std::string>());
   fmt::print("# efsign-bench codec: {} ({} layers, {} parameters, {:.1f} MB of fp32 gradient), W = {} messages,\n"
              "# {} iterations; each operation timed in pairs with a memcpy of the gradient\n",
              model, table.num_layers(), d, 4e-6 * d, W, iters);
@@ -160,20 +166,18 @@ int run_codec(int argc, char** argv, HostCommunicator& comm) {
     const Timing& ratio = row.t[2];
     fmt::print("{:>9} {:>30} {:>9.3f} {:>9.3f} {:>7.1f} {:>9.2f}x {:>7.2f}..{:<5.2f}\n", row.path, row.op, op.median,
                copy.median, row.bytes / (op.median * 1e6), ratio.median, ratio.min, ratio.max);
-    if (json.is_open())
-      json << JsonLine()
-                  .add("model", model)
-                  .add("path", row.path)
-                  .add("operation", row.op)
-                  .add("elements", d)
-                  .add("world", W)
-                  .add("time_ms_median", op.median)
-                  .add("memcpy_ms_median", copy.median)
-                  .add("ratio_to_memcpy", ratio.median)
-                  .add("ratio_min", ratio.min)
-                  .add("ratio_max", ratio.max)
-                  .str()
-           << "\n";
+    json.write(JsonLine()
+                   .add("model", model)
+                   .add("path", row.path)
+                   .add("operation", row.op)
+                   .add("elements", d)
+                   .add("world", W)
+                   .add("time_ms_median", op.median)
+                   .add("memcpy_ms_median", copy.median)
+                   .add("ratio_to_memcpy", ratio.median)
+                   .add("ratio_min", ratio.min)
+                   .add("ratio_max", ratio.max)
+                   .str());
   }
   // The target a user reads first: the default path's compress + decode against 2x memcpy.
   const std::string best = codec::isa_name(codec::best_isa());
@@ -186,6 +190,7 @@ int run_codec(int argc, char** argv, HostCommunicator& comm) {
              "# write the state; decode-average 4 B: write the average; -apply 8 B: read and write x; plus\n"
              "# 1/8 B per message) over its time. A memcpy moves 8 B, so at equal bandwidth compress +\n"
              "# decode-average is 2.0x a memcpy and compress + decode-average-apply 2.5x.\n");
+  json.close();
   return 0;
 }
 

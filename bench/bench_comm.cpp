@@ -2,6 +2,7 @@
 // compressed exchange end to end (EF compress + exchange + apply), through the very
 // objects the trainer uses (SignExchange over a data communicator and a codec), on
 // the host codec with MPI or the CUDA codec with NCCL or MPI; with a built-in check.
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -32,31 +33,29 @@ struct CommRow {
 };
 
 void print_comm_rows(const std::vector<CommRow>& rows, int64_t d, int W, const std::string& backend,
-                     const std::string& codec, double fp32_median_ms, std::ofstream& json) {
+                     const std::string& codec, double fp32_median_ms, JsonFile& json) {
   for (const CommRow& row : rows) {
     const double algbw = row.size / (row.t.median * 1e-3) / 1e9;  // GB/s
     const double speedup = fp32_median_ms / row.t.median;
     fmt::print("{:>11} {:>14} {:>12} {:>12} {:>10.3f} {:>10.3f} {:>10.3f} {:>9.3f} {:>9.3f} {:>7.2f}x {:>7}\n", d,
                row.method, row.bytes, row.wire, row.t.median, row.t.min, row.t.max, algbw, algbw * row.busfactor,
                speedup, row.wrong);
-    if (json.is_open())
-      json << JsonLine()
-                  .add("method", row.method)
-                  .add("elements", d)
-                  .add("world", W)
-                  .add("backend", backend)
-                  .add("codec", codec)
-                  .add("bytes_per_rank", row.bytes)
-                  .add("wire_bytes_per_rank", row.wire)
-                  .add("time_ms_median", row.t.median)
-                  .add("time_ms_min", row.t.min)
-                  .add("time_ms_max", row.t.max)
-                  .add("algbw", algbw)
-                  .add("busbw", algbw * row.busfactor)
-                  .add("speedup_vs_fp32", speedup)
-                  .add("wrong", row.wrong)
-                  .str()
-           << "\n";
+    json.write(JsonLine()
+                   .add("method", row.method)
+                   .add("elements", d)
+                   .add("world", W)
+                   .add("backend", backend)
+                   .add("codec", codec)
+                   .add("bytes_per_rank", row.bytes)
+                   .add("wire_bytes_per_rank", row.wire)
+                   .add("time_ms_median", row.t.median)
+                   .add("time_ms_min", row.t.min)
+                   .add("time_ms_max", row.t.max)
+                   .add("algbw", algbw)
+                   .add("busbw", algbw * row.busfactor)
+                   .add("speedup_vs_fp32", speedup)
+                   .add("wrong", row.wrong)
+                   .str());
   }
   std::fflush(stdout);
 }
@@ -122,6 +121,32 @@ std::vector<float> expected_update(ExchangeKind kind, const LayerTable& table, i
   return want;
 }
 
+// Host memory per element of the largest size, per rank: the peak RSS of this tool grew
+// by 54-57 bytes per element on 2 and 3 ranks (host codec, MPI; 1e7 to 2e7 elements):
+// the gradient, each exchange's parameters and EF state, the checks' copies and the
+// fp32 buffer (about 14 floats), plus messages of d/8 bytes from every rank (the W term).
+constexpr double kCommBytesPerElement = 56;
+
+// Why this rank cannot run the sweep ("" if it can): its largest size does not fit the
+// memory of this host, for all of the host's ranks, or MPI's int counts (MPI transport).
+// Collective (mpi_local_size).
+std::string size_problem(double begin, double end, double factor, int W, Transport transport) {
+  double largest = begin;
+  for (double dd = begin; dd <= end * 1.0000001; dd *= factor) largest = dd;
+  const double d = std::round(largest);
+  const int local = mpi_local_size();
+  std::string why = memory_shortfall(
+      d * (kCommBytesPerElement + W) * local,
+      fmt::format("comm: the sweep's largest size (-e), {:.0f} elements, on {} rank{} of this host", d, local,
+                  local == 1 ? "" : "s"));
+  const double message_bytes = 4.0 * (std::ceil(d / 32) + 1);
+  if (why.empty() && transport == Transport::kMpi && (d > INT_MAX || W * message_bytes > INT_MAX))
+    why = fmt::format("comm: the sweep's largest size (-e), {:.0f} elements, exceeds MPI's int counts (at most {} "
+                      "floats in one allreduce and {} bytes in one allgather; {} ranks would gather {:.0f})",
+                      d, INT_MAX, INT_MAX, W, W * message_bytes);
+  return why;
+}
+
 void print_comm_header() {
   fmt::print("{:>11} {:>14} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8} {:>7}\n", "elements", "method",
              "bytes/rank", "wire B/rank", "median ms", "min ms", "max ms", "algbw", "busbw", "speedup", "wrong");
@@ -159,9 +184,20 @@ int run_comm(int argc, char** argv, HostCommunicator& control) {
     throw UsageError("need 1 <= begin <= end, factor > 1, iters >= 1, warmup >= 0");
   const int W = control.size();
   const bool root = control.rank() == 0;
-  std::ofstream json = open_json(root ? r["json"].as<std::string>() : std::string());
   TransportOptions transport;
   transport.transport = parse_transport(comm_name);
+  // Refused on every rank alike: a sweep too large for a host or for MPI's counts, or a
+  // --json file rank 0 cannot open.
+  std::string why = size_problem(begin, end, factor, W, transport.transport);
+  JsonFile json;
+  if (why.empty() && root) {
+    try {
+      json.open(r["json"].as<std::string>());
+    } catch (const InputError& e) {
+      why = e.what();
+    }
+  }
+  if (const std::string e = first_error(control, why); !e.empty()) throw UsageError(e);
   const std::shared_ptr<Codec> codec =
       device == "cuda" ? make_cuda_codec(mpi_local_rank()) : make_host_codec(codec::best_isa());
   const std::shared_ptr<Communicator> comm = make_data_communicator(control, transport);
@@ -281,6 +317,7 @@ int run_comm(int argc, char** argv, HostCommunicator& control) {
       fmt::print(stderr, "efsign-bench: WRONG RESULTS at {} elements: allreduce {}, compressed {}, two-phase {}, "
                          "vote {}\n", d, wrong_ar, wrong[0], wrong[1], wrong[2]);
   }
+  json.close();  // after the last collective: rank 0 failing here leaves no rank waiting
   return 0;
 }
 

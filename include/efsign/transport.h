@@ -15,16 +15,21 @@ enum class Transport { kMpi, kNccl };
 Transport parse_transport(const std::string& name);  // "mpi" | "nccl"; throws UsageError
 std::string transport_name(Transport transport);
 
+// Seconds a collective may wait for its peers before the job is aborted (--comm-timeout).
+inline constexpr double kDefaultCommTimeoutS = 300;
+
 struct TransportOptions {
   Transport transport = Transport::kMpi;
   // NCCL: the GPU this rank uses (-1: its local rank, one GPU per rank).
   int device = -1;
-  // NCCL: seconds set-up or a collective may take before the job is aborted (0: forever).
-  double timeout_s = 300;
+  // Seconds set-up or a collective may take before CommError (0: forever); MPI and NCCL
+  // (Note [MPI watchdog] in mpi_communicator.h).
+  double timeout_s = kDefaultCommTimeoutS;
 };
 
-// The control plane: collectives over every MPI rank (MPI must be initialised).
-std::shared_ptr<HostCommunicator> make_control_communicator();
+// The control plane: collectives over every MPI rank (MPI must be initialised), each
+// under a deadline of `timeout_s` seconds (0: forever).
+std::shared_ptr<HostCommunicator> make_control_communicator(double timeout_s = kDefaultCommTimeoutS);
 
 // Collective over `control`'s ranks: the data plane. MPI: a communicator of its own
 // (so its byte counters see only gradient traffic); NCCL: one GPU per rank (UsageError

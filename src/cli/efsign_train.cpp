@@ -41,7 +41,7 @@ efsign::TrainHooks test_hooks(int rank) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  efsign::MpiSession mpi(&argc, &argv);
+  efsign::MpiSession mpi(&argc, &argv, efsign::comm_timeout_arg(argc, argv));  // MPI_Init under --comm-timeout
   const bool root = mpi.world_rank() == 0;
   try {
     std::string help;
@@ -50,7 +50,8 @@ int main(int argc, char** argv) {
       if (root) fmt::print("{}", help);
       return 0;
     }
-    efsign::run_training(*options, efsign::make_control_communicator(), test_hooks(mpi.world_rank()));
+    efsign::run_training(*options, efsign::make_control_communicator(options->comm_timeout_s),
+                         test_hooks(mpi.world_rank()));
     return 0;
   } catch (const efsign::UsageError& e) {  // every rank sees the same flags, or agreed
     if (root) fmt::print(stderr, "efsign-train: error: {}\n", e.what());

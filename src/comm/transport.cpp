@@ -24,12 +24,14 @@ std::string transport_name(Transport transport) {
   throw Error("transport_name: unknown Transport");
 }
 
-std::shared_ptr<HostCommunicator> make_control_communicator() { return std::make_shared<MpiCommunicator>(); }
+std::shared_ptr<HostCommunicator> make_control_communicator(double timeout_s) {
+  return std::make_shared<MpiCommunicator>(timeout_s, "control");
+}
 
 std::shared_ptr<Communicator> make_data_communicator(HostCommunicator& control, const TransportOptions& options) {
   switch (options.transport) {
     case Transport::kMpi:
-      return std::make_shared<MpiCommunicator>();
+      return std::make_shared<MpiCommunicator>(options.timeout_s, "data");
     case Transport::kNccl: {
 #if defined(EFSIGN_HAVE_CUDA)
       const int device = options.device >= 0 ? options.device : mpi_local_rank();

@@ -188,7 +188,8 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
     ("overlap", "encode and exchange gradients in buckets on a communication thread while backward runs; the same "
                 "bits as without (sgdm: at 2 ranks; more ranks may sum in another order)")
     ("bucket-mb", "bucket size for --overlap, MiB of fp32 gradient", text("25"))
-    ("comm-timeout", "seconds a collective (NCCL, and NCCL's set-up) may take before the job is aborted "
+    ("comm-timeout", "seconds any rank may wait in a collective (MPI or NCCL, and set-up) for the others before "
+                     "the job is aborted with a message naming the collective and the ranks that did not arrive "
                      "(0 = wait forever)", text("300"))
     ("epochs", "number of epochs", text("1"))
     ("steps-per-epoch", "cap every epoch at N steps (0 = whole epoch), for quick runs", text("0"))
