@@ -224,6 +224,12 @@ mpi_cmd() {
     [ "$BIND" = mpi-default ] || MPI_CMD+=(--bind-to none)
   fi
   # (not --debug-daemons: it keeps the daemons attached, which changes how they start)
+  # More ranks than CPUs: a rank busy-polling for a message from a rank on its own CPU
+  # holds that CPU until the scheduler's next tick (4 ms here). On shared memory Open MPI
+  # sees the oversubscription and yields; each emulated host sees one rank on "its"
+  # machine and does not, so say it (seen: 4-byte allreduce at W = 4 on 2 CPUs 16 ms
+  # without, bench/PEER.md).
+  [ "$w" -gt "$NCPU" ] && [ "$BIND" != mpi-default ] && MPI_CMD+=(--mca mpi_yield_when_idle 1)
   [ "$LAUNCH_VERBOSE" -eq 1 ] && MPI_CMD+=(--mca plm_base_verbose 10)
   MPI_CMD+=(-x OMP_NUM_THREADS=1 -x PATH)
   [ -n "${LD_LIBRARY_PATH:-}" ] && MPI_CMD+=(-x LD_LIBRARY_PATH)
