@@ -18,6 +18,14 @@ the gloo backend, with one of:
   --hook compute    no DDP, no exchange: each rank trains its own replica (the
                     compute-only floor of this peer, under the same launch)
 
+PowerSGD on gloo: PyTorch 1.13's hook issues its second and third allreduce (P, then
+Q) from future callbacks; with more than one DDP bucket their order can differ between
+ranks, and gloo then matches the wrong tensors and aborts (seen at W = 4, ResNet-18:
+"enforce fail at gloo/transport/tcp/pair.cc:510 op.preamble.length <= op.nbytes").
+By default (--powersgd-order serial) every allreduce the hook issues is waited for
+before the hook goes on, so all ranks issue them in the same order; this costs the
+hook its overlap with backward. --powersgd-order async runs PyTorch's hook unchanged.
+
 Launch it under mpirun like efsign-train (rank and size from OMPI_COMM_WORLD_RANK /
 OMPI_COMM_WORLD_SIZE, else RANK / WORLD_SIZE, else one process); the gloo rendezvous
 is MASTER_ADDR:MASTER_PORT (default 127.0.0.1:29500), GLOO_SOCKET_IFNAME picks the
@@ -96,6 +104,10 @@ def parse_args(argv):
     p.add_argument("--powersgd-start-iter", type=int, default=2,
                    help="PowerSGD runs plain allreduce before this iteration (PyTorch's minimum with error "
                         "feedback is 2; its default, 1000, would measure fp32 allreduce in short runs)")
+    p.add_argument("--powersgd-order", choices=["serial", "async"], default="serial",
+                   help="serial: wait for every allreduce the PowerSGD hook issues, so all ranks issue them in one "
+                        "order (costs the hook its overlap with backward); async: PyTorch's hook unchanged, which "
+                        "can fail on gloo with more than one bucket (see the module docstring)")
     p.add_argument("--bucket-cap-mb", type=float, default=25.0, help="DDP's default")
     p.add_argument("--no-broadcast-buffers", action="store_true",
                    help="DDP broadcast_buffers=False; BatchNorm statistics are then averaged at every epoch end "
@@ -392,9 +404,14 @@ def main(argv):
             from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
             orig_all_reduce = dist.all_reduce
 
+            serial = a.hook == "powersgd" and a.powersgd_order == "serial"
+
             def counting_all_reduce(tensor, *args, **kwargs):
                 counted[0] += tensor.numel() * tensor.element_size()
-                return orig_all_reduce(tensor, *args, **kwargs)
+                work = orig_all_reduce(tensor, *args, **kwargs)
+                if serial and work is not None:
+                    work.wait()  # its .then() callbacks, and the allreduces they issue, then run in this thread
+                return work
             dist.all_reduce = counting_all_reduce   # the hooks call dist.all_reduce at call time
             if a.hook == "allreduce":
                 net.register_comm_hook(None, default_hooks.allreduce_hook)
@@ -543,6 +560,7 @@ def main(argv):
         except Exception:  # noqa: BLE001 - informational only
             pass
     if a.hook == "powersgd":
+        summary["powersgd_order"] = a.powersgd_order
         summary["powersgd_rank"] = a.powersgd_rank
         summary["powersgd_start_iter"] = a.powersgd_start_iter
     write(summary)
@@ -554,8 +572,12 @@ def main(argv):
     if metrics:
         metrics.close()
     dist.barrier()
-    dist.destroy_process_group()
-    return 0
+    # Leave without the interpreter's teardown: twice under heavy load (W = 4 on 2 CPUs,
+    # PowerSGD) every rank printed its summary and then kept one thread spinning until
+    # mpirun's timeout. Everything is written; the OS closes gloo's sockets.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
