@@ -176,7 +176,7 @@ def print_peer(table):
         parts = []
         if "ef-signsgd" in ms and "compute" in ms:
             x = ms["ef-signsgd"] / ms["compute"]
-            parts.append(f"ef-signsgd {x:.2f}x compute (<= 1.10x: {verdict(x <= 1.10)})")
+            parts.append(f"ef-signsgd ms / compute ms = {x:.2f} (<= 1.10: {verdict(x <= 1.10)})")
         else:
             parts.append("ef-signsgd vs compute ?")
         for ref in ("ddp-fp32", "ddp-powersgd-r4"):
@@ -184,15 +184,15 @@ def print_peer(table):
                 f = ms[ref] / ms["ef-signsgd"]
                 da = (acc["ef-signsgd"] - acc[ref]) * 100 if acc.get("ef-signsgd") is not None and \
                     acc.get(ref) is not None else float("nan")
-                parts.append(f"{f:.2f}x faster than {ref} ({verdict(f > 1.0)}; acc {da:+.2f} pt)")
+                parts.append(f"{ref} ms / ef-signsgd ms = {f:.2f} (faster: {verdict(f > 1.0)}; acc {da:+.2f} pt)")
             else:
                 parts.append(f"vs {ref} ?")
         if "ef-signsgd+overlap" in ms and "ef-signsgd" in ms:
             o = ms["ef-signsgd"] / ms["ef-signsgd+overlap"]
-            parts.append(f"overlap {o:.2f}x (never slower: {verdict(o >= 1.0)})")
+            parts.append(f"ef-signsgd ms / +overlap ms = {o:.2f} (never slower: {verdict(o >= 1.0)})")
         if "sgdm" in ms and "ddp-fp32" in ms:
             g = ms["ddp-fp32"] / ms["sgdm"]
-            parts.append(f"sgdm {g:.2f}x ddp-fp32 (at least as fast: {verdict(g >= 1.0)})")
+            parts.append(f"ddp-fp32 ms / sgdm ms = {g:.2f} (at least as fast: {verdict(g >= 1.0)})")
         print(f"  {model} W={w} {rate}: " + "; ".join(parts))
 
 

@@ -102,7 +102,7 @@ if command -v python3 >/dev/null; then
   check "plot.py peer: ef-signsgd row (27 ms, 1.08x compute, 1.25x ddp-fp32)" \
     grep -Eq '^convnet +2 1gbit +ef-signsgd +27\.00 +\[27\.00-27\.00\] +2 +4741 +80\.00% +26960 +1\.08x +1\.25x$' "$work/peer.out"
   check "plot.py peer: median over rounds, range shown" grep -Eq 'ef-signsgd\+overlap +29\.50 +\[29\.00-30\.00\]' "$work/peer.out"
-  check "plot.py peer: targets" grep -q 'convnet W=2 1gbit: ef-signsgd 1.08x compute (<= 1.10x: met); 1.25x faster than ddp-fp32 (met; acc -1.00 pt); 1.11x faster than ddp-powersgd-r4 (met; acc +1.00 pt); overlap 0.92x (never slower: NOT met); sgdm 0.94x ddp-fp32 (at least as fast: NOT met)' "$work/peer.out"
+  check "plot.py peer: targets" grep -qF 'convnet W=2 1gbit: ef-signsgd ms / compute ms = 1.08 (<= 1.10: met); ddp-fp32 ms / ef-signsgd ms = 1.25 (faster: met; acc -1.00 pt); ddp-powersgd-r4 ms / ef-signsgd ms = 1.11 (faster: met; acc +1.00 pt); ef-signsgd ms / +overlap ms = 0.92 (never slower: NOT met); ddp-fp32 ms / sgdm ms = 0.94 (at least as fast: NOT met)' "$work/peer.out"
 else
   echo "SKIPPED plot.py peer checks: no python3 on this machine (not counted)"
 fi
