@@ -36,7 +36,7 @@ cd "$EFSIGN_ROOT" || exit 1
 
 # The efsign-train invocation that must reach the "no GPU visible" error. ONE place:
 # when the trainer gains --device cuda --comm nccl, change it here.
-REHEARSAL_TRAIN=(--backend nccl --dataset synthetic --model convnet --epochs 1)
+REHEARSAL_TRAIN=(--device cuda --comm nccl --dataset synthetic --model convnet --epochs 1)
 REHEARSAL_EXPECT="no GPU is visible"
 
 WHL=$EFSIGN_ROOT/.whl
@@ -219,8 +219,9 @@ stage_hidden() {
 # ---- checks after the build -----------------------------------------------------------
 stage_link() {
   gpu_env_load || return
-  local t b missing=0 lib
-  for t in test_kernels efsign-bench-kernels test_gpu_optim efsign-train efsign-bench; do
+  local t b missing=0 lib targets
+  read -ra targets <<<"$(bash bench/gpu_check.sh --targets)"  # the ones gpu_check.sh builds and runs
+  for t in "${targets[@]}"; do
     b=$(find "$GPU_BUILD" -name "$t" -type f -executable | head -1)
     [[ -n $b ]] || { echo "$t: not built"; missing=1; continue; }
     if ldd "$b" | grep "not found"; then echo "$t: unresolved libraries"; missing=1; fi

@@ -140,7 +140,14 @@ TrainResult run_training(const TrainOptions& o, std::shared_ptr<HostCommunicator
     per_rank = batch_per_rank(o, world);
   });
   at::Device device(at::kCPU);
-  if (o.device == DeviceKind::kCuda) agreed(comm, [&] { device = at::Device(at::kCUDA, pick_gpu(o)); });
+  if (o.device == DeviceKind::kCuda) {
+    agreed(comm, [&] { device = at::Device(at::kCUDA, pick_gpu(o)); });
+    // Reproducible convolutions: a fixed cuDNN algorithm (no autotuning, no
+    // non-deterministic kernels), so that a run, a resumed run and an --overlap run of
+    // the same configuration give the same bits (cuBLAS: CUBLAS_WORKSPACE_CONFIG).
+    at::globalContext().setBenchmarkCuDNN(false);
+    at::globalContext().setDeterministicCuDNN(true);
+  }
   const bool augment = o.augment == Switch::kOn || (o.augment == Switch::kAuto && is_cifar(o.dataset));
   detail::BatchSource batches(data.train, world, comm.rank(), per_rank, o.seed, augment, device);
   const int64_t steps = o.steps_per_epoch > 0 ? std::min(o.steps_per_epoch, batches.steps_per_epoch())
