@@ -45,7 +45,7 @@ for opt in ef-signsgd sgdm signsgd signum; do
     awk -F'"test_acc":' -v lo="$floor" '/"summary"/ { split($2, a, ","); exit !(a[1] >= lo && a[1] <= 1) }' "$work/$opt.jsonl"
 done
 # MLP on 28x28: 784*256+256+256*128+128+128*10+10 = 235146 parameters in 6 layers.
-check "sgdm sends 4 bytes a parameter" grep -q '"bytes_sent_per_step":940584,' "$work/sgdm.jsonl"
+check "sgdm sends 4 bytes a parameter and a layer's presence" grep -q '"bytes_sent_per_step":940608,' "$work/sgdm.jsonl"
 check "ef-signsgd sends the wire format" grep -q '"bytes_sent_per_step":29420,' "$work/ef-signsgd.jsonl"
 
 # Every codec path trains to the same bits as the auto run above (which used the best).
@@ -101,6 +101,17 @@ rc=0
 timeout 240 $mpirun -np 2 "$train" --dataset synthetic --model mlp --epochs 1 --steps-per-epoch 4 --check-every 1 \
   >/dev/null 2>&1 || rc=$?
 check "--check-every 1 on healthy replicas: exit 0 (got $rc)" test "$rc" -eq 0
+
+# --overlap auto (the default): on when the gradient fills more than one bucket (the
+# MLP's 0.9 MB: two buckets of 0.1 MiB), off with one (25 MiB); --overlap=off wins.
+timeout 240 $mpirun -np 2 "$train" --dataset synthetic --model mlp --epochs 1 --steps-per-epoch 2 --bucket-mb 0.1 \
+  >"$work/auto.out" 2>&1
+check "--overlap auto with two buckets: overlapped" grep -q "2 buckets), overlapped with backward" "$work/auto.out"
+timeout 240 $mpirun -np 2 "$train" --dataset synthetic --model mlp --epochs 1 --steps-per-epoch 2 >"$work/auto1.out" 2>&1
+check "--overlap auto with one bucket: not overlapped" bash -c "grep -q 'exchange: allgather of packed signs (mpi);' '$work/auto1.out'"
+timeout 240 $mpirun -np 2 "$train" --dataset synthetic --model mlp --epochs 1 --steps-per-epoch 2 --bucket-mb 0.1 \
+  --overlap=off >"$work/off.out" 2>&1
+check "--overlap=off: not overlapped" bash -c "! grep -q 'overlapped' '$work/off.out'"
 
 # Multi-step schedule: lr x 0.5 from epoch 2 on.
 timeout 240 $mpirun -np 2 "$train" --dataset synthetic --model mlp --epochs 3 --steps-per-epoch 3 \

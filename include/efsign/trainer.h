@@ -37,7 +37,10 @@ struct TrainOptions {
   Transport comm = Transport::kMpi;      // --comm: what moves the gradients
   double comm_timeout_s = 300;
   ExchangeKind exchange = ExchangeKind::kAllgather;
-  bool overlap = false;
+  // --overlap: on, off, or auto = on when the model's gradient fills more than one
+  // bucket (with one bucket the exchange can only start when backward has ended, so
+  // the communication thread would add its hand-off and hide nothing).
+  Switch overlap = Switch::kAuto;
   double bucket_mb = 25;
   int64_t epochs = 1;
   int64_t steps_per_epoch = 0;  // 0: the whole epoch

@@ -143,7 +143,7 @@ uint64_t TrainOptions::agreement_hash() const {
   const std::string text = fmt::format(
       "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
       optimizer_name(optimizer), model, dataset_name(dataset), num_classes, static_cast<int>(augment),
-      static_cast<int>(device), transport_name(comm), comm_timeout_s, exchange_kind_name(exchange), overlap, bucket_mb,
+      static_cast<int>(device), transport_name(comm), comm_timeout_s, exchange_kind_name(exchange), static_cast<int>(overlap), bucket_mb,
       epochs, steps_per_epoch, batch_size, global_batch, lr ? *lr : -1.0, scale_lr, warmup_epochs, momentum,
       weight_decay, fmt::join(lr_milestones, ","), lr_gamma, reset_state_at_milestones, preset, seed, threads,
       synthetic_train, synthetic_test, eval_batch, static_cast<int>(on_nonfinite), max_skipped_steps, check_every,
@@ -185,8 +185,10 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
                  "buffer, compressed allgather: ~2 d/8 bytes per rank for any W) | vote (signSGD/signum with majority "
                  "vote, Bernstein et al. 2019: the allgather's messages, the sign of the sum of signs times the mean "
                  "scale; not with ef-signsgd)", text("allgather"))
-    ("overlap", "encode and exchange gradients in buckets on a communication thread while backward runs; the same "
-                "bits as without (sgdm: at 2 ranks; more ranks may sum in another order)")
+    ("overlap", "auto | on | off (--overlap alone: on): encode and exchange gradients in buckets of --bucket-mb on "
+                "a communication thread while backward runs; auto = on when the gradient fills more than one bucket. "
+                "The same bits as without (sgdm: at 2 ranks; more ranks may sum in another order)",
+       cxxopts::value<std::string>()->default_value("auto")->implicit_value("on"))
     ("bucket-mb", "bucket size for --overlap, MiB of fp32 gradient", text("25"))
     ("comm-timeout", "seconds any rank may wait in a collective (MPI or NCCL, and set-up) for the others before "
                      "the job is aborted with a message naming the collective and the ranks that did not arrive "
@@ -275,7 +277,7 @@ std::optional<TrainOptions> parse_train_options(int argc, char** argv, std::stri
   o.comm_timeout_s = to_double("--comm-timeout", str("comm-timeout"));
   if (o.comm_timeout_s < 0) throw UsageError("--comm-timeout must be >= 0");
   o.exchange = parse_exchange(str("exchange"));
-  o.overlap = given("overlap");
+  o.overlap = to_switch("--overlap", str("overlap"));
   o.bucket_mb = to_double("--bucket-mb", str("bucket-mb"));
   o.epochs = to_int("--epochs", str("epochs"), 1, 100000);
   o.steps_per_epoch = to_int("--steps-per-epoch", str("steps-per-epoch"), 0, kMax);

@@ -171,11 +171,19 @@ TrainResult run_training(const TrainOptions& o, std::shared_ptr<HostCommunicator
   cfg.on_nonfinite = o.on_nonfinite;
   cfg.isa = o.isa;
   cfg.exchange = o.exchange;
-  cfg.overlap = o.overlap;
   cfg.bucket_bytes = static_cast<int64_t>(o.bucket_mb * (1 << 20));
-  if (o.overlap && o.comm == Transport::kMpi && !mpi_serialized_threads())
-    throw UsageError("--overlap: this MPI library does not provide MPI_THREAD_SERIALIZED, which the communication "
-                     "thread needs");
+  {
+    std::vector<int64_t> sizes;
+    for (const auto& p : model->parameters()) sizes.push_back(p.numel());
+    const bool several_buckets = make_buckets(LayerTable(sizes), cfg.bucket_bytes).size() > 1;
+    cfg.overlap = o.overlap == Switch::kOn || (o.overlap == Switch::kAuto && several_buckets);
+  }
+  if (cfg.overlap && o.comm == Transport::kMpi && !mpi_serialized_threads()) {
+    if (o.overlap == Switch::kOn)
+      throw UsageError("--overlap: this MPI library does not provide MPI_THREAD_SERIALIZED, which the communication "
+                       "thread needs");
+    cfg.overlap = false;  // auto: not here
+  }
   std::unique_ptr<DistributedOptimizer> opt = make_optimizer(model->parameters(), data_plane, control, cfg);
   const LayerTable& table = opt->layers();
 
@@ -423,7 +431,7 @@ TrainResult run_training(const TrainOptions& o, std::shared_ptr<HostCommunicator
              .add("optimizer", optimizer_name(o.optimizer))
              .add("exchange", o.optimizer == OptimizerKind::kSgdm ? std::string("allreduce")
                                                                    : exchange_kind_name(o.exchange))
-             .add("overlap", o.overlap)
+             .add("overlap", cfg.overlap)
              .add("model", o.model)
              .add("dataset", data.train.name)
              .add("epochs", o.epochs)
