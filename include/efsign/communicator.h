@@ -119,9 +119,6 @@ bool polite_waits();
 // same message) unless all values are equal. `what` names the value in the message.
 void agree_or_throw(HostCommunicator& comm, uint64_t value, const std::string& what);
 
-// Every rank passes ok = true/false; returns true on every rank only if all were ok.
-bool all_ok(HostCommunicator& comm, bool ok);
-
 // Collective. Every rank passes its error message ("" for none); every rank gets the
 // message of the lowest failing rank (prefixed "rank R: " when R != 0), or "" if none.
 std::string first_error(HostCommunicator& comm, const std::string& mine);

@@ -58,8 +58,3 @@ std::string where_am_i();
 
 // EFSIGN_CUDA_CHECK and EFSIGN_NCCL_CHECK live in kernels/cuda_check.h, which needs the
 // CUDA headers; this header stays free of them.
-
-#define EFSIGN_REQUIRE(cond, ExcType, msg) \
-  do {                                     \
-    if (!(cond)) throw ExcType(msg);       \
-  } while (0)

@@ -133,8 +133,4 @@ inline uint32_t float_to_bits(float f) {
   return u;
 }
 
-// Reads the scale of `layer` from message `rank`.
-float message_scale(Span<const uint32_t> messages, const LayerTable& table, int rank,
-                    int64_t layer);
-
 }  // namespace efsign::codec

@@ -89,10 +89,5 @@ std::string first_error(HostCommunicator& comm, const std::string& mine) {
   return "";
 }
 
-bool all_ok(HostCommunicator& comm, bool ok) {
-  double bad = ok ? 0.0 : 1.0;
-  comm.allreduce_sum(Span<double>(&bad, 1));
-  return bad == 0.0;
-}
 
 }  // namespace efsign

@@ -242,10 +242,6 @@ void error_from_state(Span<const float> state, float scale, Span<float> error_ou
   }
 }
 
-float message_scale(Span<const uint32_t> messages, const LayerTable& table, int rank, int64_t layer) {
-  return bits_to_float(messages[rank * table.message_words() + table.scale_offset_words() + layer]);
-}
-
 // Every word and scale that decode_blocks/vote_apply will read lies inside `blocks`.
 static void check_blocks(const char* who, Span<const uint32_t> blocks, int world, int64_t stride,
                          int64_t word_offset, int64_t scale_index, int64_t n) {
