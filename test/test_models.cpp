@@ -9,6 +9,7 @@
 #include "efsign/error.h"
 #include "efsign/models.h"
 #include "efsign/optimizer.h"
+#include "model_tables.h"  // kernels/: the size lists the kernel tests and benchmarks use
 #include "test_torch_util.h"
 
 using namespace efsign;
@@ -21,6 +22,12 @@ int64_t count_params(Model& m) {
   int64_t n = 0;
   for (const auto& p : m.parameters()) n += p.numel();
   return n;
+}
+
+std::vector<int64_t> param_sizes(Model& m) {
+  std::vector<int64_t> s;
+  for (const auto& p : m.parameters()) s.push_back(p.numel());
+  return s;
 }
 
 
@@ -37,6 +44,16 @@ TEST_CASE("parameter counts match the reference models", "[models]") {
   // Unchanged small models (Fashion-MNIST shape).
   CHECK(count_params(*make_model("mlp", ModelSpec{})) == 235146);
   CHECK(count_params(*make_model("convnet", ModelSpec{})) == 215370);
+}
+
+TEST_CASE("kernels/model_tables.h lists make_model's parameter sizes in parameters() order", "[models]") {
+  // The kernel tests and benchmarks use these lists as "ResNet-18" and "VGG-19"; the models
+  // are the truth, so any drift (a tensor added, dropped, resized or reordered) fails here.
+  for (const ModelSpec& spec : {kCifar10, kCifar100}) {
+    INFO(spec.num_classes << " classes");
+    CHECK(kernels::resnet18_cifar_sizes(spec.num_classes) == param_sizes(*make_model("resnet18", spec)));
+    CHECK(kernels::vgg19_bn_cifar_sizes(spec.num_classes) == param_sizes(*make_model("vgg19", spec)));
+  }
 }
 
 TEST_CASE("resnet18 and vgg19 map [2,3,32,32] to logits [2,C]", "[models]") {
