@@ -18,6 +18,7 @@
 #include "efsign/checksum.h"
 #include "efsign/error.h"
 #include "efsign/metrics.h"
+#include "../util/durable_file.h"
 
 namespace efsign {
 namespace {
@@ -90,68 +91,9 @@ int dtype_code(at::ScalarType t) {
 
 std::string os_error(int err) { return std::strerror(err); }
 
-// fsync of a folder, so that a file created or renamed in it survives a crash.
-void fsync_dir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) throw InputError(fmt::format("{}: cannot open the folder to flush it ({})", dir, os_error(errno)));
-  const int rc = ::fsync(fd), err = errno;
-  ::close(fd);
-  if (rc != 0) throw InputError(fmt::format("{}: cannot flush the folder ({})", dir, os_error(err)));
-}
-
-std::string parent_of(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-}
-
-// Writes `data` to `path` durably: PATH.tmp, fsync, rename, fsync of the folder. A
-// failed write removes its .tmp file.
 void write_atomically(const std::string& path, const std::vector<char>& data) {
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw InputError(fmt::format("{}: cannot write checkpoint ({})", tmp, os_error(errno)));
-  auto fail = [&](const char* what, int err) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return InputError(fmt::format("{}: cannot {} checkpoint ({})", tmp, what, os_error(err)));
-  };
-  std::size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t w = ::write(fd, data.data() + done, data.size() - done);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw fail("write", errno);
-    }
-    done += static_cast<std::size_t>(w);
-  }
-  if (::fsync(fd) != 0) throw fail("flush", errno);
-  if (::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw InputError(fmt::format("{}: cannot close checkpoint ({})", tmp, os_error(err)));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw InputError(fmt::format("{}: cannot rename checkpoint into place ({})", path, os_error(err)));
-  }
-  fsync_dir(parent_of(path));
-}
-
-// mkdir -p, with the OS's reason on failure.
-void make_dirs(const std::string& dir) {
-  std::string cur;
-  for (std::size_t i = 0; i <= dir.size(); ++i) {
-    if (i == dir.size() || (dir[i] == '/' && i > 0)) {
-      cur = dir.substr(0, i);
-      if (::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
-        throw InputError(fmt::format("{}: cannot create the checkpoint folder ({})", cur, os_error(errno)));
-    }
-  }
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0)
-    throw InputError(fmt::format("{}: cannot use as checkpoint folder ({})", dir, os_error(errno)));
-  if (!S_ISDIR(st.st_mode)) throw InputError(fmt::format("{}: cannot use as checkpoint folder (not a folder)", dir));
+  detail::write_file_durably(path, {Span<const std::byte>(reinterpret_cast<const std::byte*>(data.data()), data.size())},
+                             "checkpoint");
 }
 
 bool exists(const std::string& path) {
@@ -262,7 +204,7 @@ CheckpointHeader read_checkpoint_file(const std::string& path, const CheckpointH
     h.dataset = r.str();
     h.threads = r.pod<int32_t>();
   }
-  const std::string dir = parent_of(path);
+  const std::string dir = detail::parent_of(path);
   auto mismatch = [&](const char* what, const std::string& theirs, const std::string& ours) {
     if (theirs != ours)
       throw InputError(fmt::format("{}: checkpoint was written with {} {}, this run has {}", dir, what, theirs, ours));
@@ -380,10 +322,8 @@ void Checkpointer::start(bool resume, bool overwrite) {
   const int rank = comm_.rank();
   std::string err;
   try {
-    make_dirs(dir_);
-    const std::string probe = fmt::format("{}/.efsign-probe-{}-{}", dir_, rank, ::getpid());
-    write_atomically(probe, {'\n'});
-    ::unlink(probe.c_str());
+    detail::make_dirs(dir_, "checkpoint");
+    detail::probe_writable(dir_, "checkpoint");
   } catch (const InputError& e) {
     err = e.what();
   }
@@ -470,7 +410,7 @@ void Checkpointer::save(const CheckpointHeader& header, const NamedTensors& tens
   try {
     if (::mkdir(folder.c_str(), 0755) != 0 && errno != EEXIST)
       throw InputError(fmt::format("{}: cannot create the checkpoint generation ({})", folder, os_error(errno)));
-    fsync_dir(dir_);
+    detail::fsync_dir(dir_);
     write_checkpoint_file(rank_file(folder, rank), header, tensors);
   } catch (const InputError& e) {
     err = e.what();

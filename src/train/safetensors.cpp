@@ -1,9 +1,6 @@
 #include "efsign/safetensors.h"
 
 #include <ATen/ATen.h>
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -15,6 +12,7 @@
 
 #include "efsign/error.h"
 #include "efsign/metrics.h"
+#include "../util/durable_file.h"
 
 namespace efsign {
 namespace {
@@ -77,31 +75,14 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   }
   json += "}";
   while (json.size() % 8 != 0) json += ' ';
-  const std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) throw InputError(fmt::format("{}: cannot write ({})", tmp, std::strerror(errno)));
   const uint64_t n = json.size();
-  bool ok = std::fwrite(&n, 8, 1, f) == 1 && std::fwrite(json.data(), 1, json.size(), f) == json.size();
-  for (std::size_t i : order) {
-    const at::Tensor& c = host[i];
-    const std::size_t bytes = static_cast<std::size_t>(c.numel() * c.element_size());
-    ok = ok && (bytes == 0 || std::fwrite(c.data_ptr(), 1, bytes, f) == bytes);
-  }
-  ok = ok && std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
-  int err = errno;
-  if (std::fclose(f) != 0 && ok) {
-    ok = false;
-    err = errno;  // the close's own reason (a deferred write error), not a stale one
-  }
-  if (!ok) {
-    std::remove(tmp.c_str());
-    throw InputError(fmt::format("{}: cannot write ({})", tmp, std::strerror(err ? err : EIO)));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    std::remove(tmp.c_str());
-    throw InputError(fmt::format("{}: cannot rename into place ({})", path, std::strerror(e)));
-  }
+  std::vector<Span<const std::byte>> parts;
+  parts.emplace_back(reinterpret_cast<const std::byte*>(&n), 8);
+  parts.emplace_back(reinterpret_cast<const std::byte*>(json.data()), json.size());
+  for (std::size_t i : order)
+    parts.emplace_back(static_cast<const std::byte*>(host[i].data_ptr()),
+                       static_cast<std::size_t>(host[i].numel() * host[i].element_size()));
+  detail::write_file_durably(path, parts, "model");
 }
 
 }  // namespace efsign

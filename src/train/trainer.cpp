@@ -22,6 +22,7 @@
 #include "efsign/mpi_communicator.h"
 #include "efsign/safetensors.h"
 #include "train_internal.h"
+#include "../util/durable_file.h"
 
 namespace efsign {
 namespace {
@@ -233,6 +234,16 @@ TrainResult run_training(const TrainOptions& o, std::shared_ptr<HostCommunicator
     return result;
   }
 
+  // A model file that cannot be written is found now, not after the run.
+  if (!o.save_model.empty())
+    agreed(comm, [&] {
+      if (!root) return;
+      try {
+        detail::probe_writable(detail::parent_of(o.save_model), "model");
+      } catch (const InputError& e) {
+        throw InputError(fmt::format("--save-model {}: {}", o.save_model, e.what()));
+      }
+    });
   MetricsWriter metrics;
   agreed(comm, [&] {
     if (root && !o.metrics_out.empty()) metrics = MetricsWriter(o.metrics_out, /*append=*/o.resume);
