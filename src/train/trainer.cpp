@@ -391,8 +391,12 @@ TrainResult run_training(const TrainOptions& o, std::shared_ptr<HostCommunicator
   result.param_checksum = hex64(sum);
   result.steps = global_step;
   result.skipped_steps = totals.skipped;
-  result.bytes_sent_per_step = totals.steps > 0 ? totals.bytes / totals.steps : 0.0;
-  result.wire_bytes_per_step = totals.steps > 0 ? totals.wire / totals.steps : 0.0;
+  // Per step over the steps this run took; a run that took none (a resume whose epochs had
+  // no step left) reports what one step of this configuration hands over and puts on the wire.
+  result.bytes_sent_per_step = totals.steps > 0 ? totals.bytes / totals.steps
+                                                : static_cast<double>(opt->handed_bytes_per_step());
+  result.wire_bytes_per_step = totals.steps > 0 ? totals.wire / totals.steps
+                                                : static_cast<double>(opt->wire_bytes_per_step());
   result.fp32_bytes_per_step = table.fp32_bytes();
   const int64_t fp32_ring = ring_allreduce_wire_bytes(table.fp32_bytes(), world);
   if (root) {
