@@ -318,12 +318,14 @@ TrainResult run_training(const TrainOptions& o, std::shared_ptr<HostCommunicator
                      batch.labels.size(0));
       bar.update(epoch, step, steps, meter.local_loss(), meter.images() * world / meter.seconds());
       const bool last_of_epoch = step + 1 == steps;  // the epoch-end checkpoint (after BN averaging) follows
+      bool saved = false;
       if (ckpt && o.checkpoint_every > 0 && global_step % o.checkpoint_every == 0 && !last_of_epoch) {
         header.epoch = epoch, header.step = step + 1, header.global_step = global_step;
         ckpt->save(header, ckpt_tensors);
+        saved = true;
       }
       if (o.max_steps > 0 && global_step >= o.max_steps && !last_of_epoch) {
-        if (ckpt) {
+        if (ckpt && !saved) {  // once per step: a second copy would push an older generation out of --keep
           header.epoch = epoch, header.step = step + 1, header.global_step = global_step;
           ckpt->save(header, ckpt_tensors);
         }
