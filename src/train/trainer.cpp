@@ -188,7 +188,8 @@ TrainResult run_training(const TrainOptions& o, std::shared_ptr<HostCommunicator
   header.optimizer = optimizer_name(o.optimizer) +
                      (o.exchange == ExchangeKind::kAllgather ? "" : "/" + exchange_kind_name(o.exchange));
   header.batch_size = per_rank;
-  header.dataset = data.train.name;
+  // With its size: --synthetic-train changes the data but not the name.
+  header.dataset = fmt::format("{} ({} training images)", data.train.name, data.train.size());
   header.threads = o.threads;
   std::optional<Checkpointer> ckpt;
   int64_t start_epoch = 1, start_step = 0, global_step = 0;
