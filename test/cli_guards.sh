@@ -8,7 +8,8 @@
 #     decide which collectives a rank enters (checkpoint folder, --keep-checkpoints,
 #     --overwrite-checkpoint, --save-model): never a hang;
 #   - --batch-size beyond each rank's share says what is used; --threads beyond the cores
-#     warns; --metrics-out /dev/full under 2 ranks: exit 2, said once, no hang.
+#     warns; --metrics-out /dev/full under 2 ranks: exit 2, said once, no hang;
+#   - step times and images/s do not count the test-set evaluation.
 #   cli_guards.sh EFSIGN_TRAIN "MPIRUN [FLAGS]"
 set -u
 train=$1
@@ -84,6 +85,17 @@ run --steps-per-epoch 2 --metrics-out /dev/full >"$work/f.out" 2>"$work/f.err" |
 check "--metrics-out /dev/full, 2 ranks: exit 2 (got $rc, after $(elapsed "$t0") s)" test "$rc" -eq 2
 check "--metrics-out /dev/full, 2 ranks: said once, with the OS's reason" \
   bash -c "[[ \$(grep -c 'efsign-train: error' '$work/f.err') -eq 1 ]] && grep -q '/dev/full: cannot write metrics (No space left on device)' '$work/f.err'"
+
+# ---- Step times and images/s count the training steps, not the test-set evaluation that
+# ends the epoch (1 rank; 10 convnet steps evaluated on 64 or on 20000 test images).
+step_ms() { grep '"event":"epoch"' "$1" | grep -o '"step_time_ms":[^,]*' | cut -d: -f2; }
+for t in 64 20000; do
+  timeout 300 "$train" --dataset synthetic --model convnet --epochs 1 --steps-per-epoch 10 --synthetic-test "$t" \
+    --progress off --metrics-out "$work/eval$t.jsonl" >/dev/null 2>&1
+done
+small=$(step_ms "$work/eval64.jsonl") big=$(step_ms "$work/eval20000.jsonl")
+check "step time without the evaluation: $small ms/step with 64 test images, $big ms/step with 20000" \
+  awk -v a="${small:-0}" -v b="${big:-0}" 'BEGIN { exit !(a > 0 && b > 0 && b < 4 * a) }'
 
 echo "$passed passed, $failures failed ($(( $(date +%s) - t_start )) s)"
 [[ $failures -eq 0 ]]

@@ -337,13 +337,16 @@ TrainResult run_training(const TrainOptions& o, std::shared_ptr<HostCommunicator
     }
     bar.finish();
     meter.finish(comm);
+    // The epoch's training time ends here: step times, images/s and the run's totals do
+    // not count the BatchNorm averaging and the test-set evaluation that follow.
+    const double train_s = meter.seconds();
+    totals.add(meter);
     average_buffers(*model, comm);
     const detail::EvalResult ev = detail::evaluate(*model, data.test, comm, o.eval_batch, device);
-    totals.add(meter);
     result.test_acc = ev.acc;
     result.test_loss = ev.loss;
-    const double ms_per_step = meter.per_step(meter.seconds() * 1e3);
-    const double img_s = meter.global_images() / meter.seconds();
+    const double ms_per_step = meter.per_step(train_s * 1e3);
+    const double img_s = meter.global_images() / train_s;
     if (root) {
       const std::string train = meter.steps() > 0 ? fmt::format("train loss {:.4f} acc {:6.2f}%", meter.train_loss(),
                                                                 100 * meter.train_acc())
