@@ -6,7 +6,9 @@
 Reads OUT/{opt}_b{global}_s{seed}.jsonl (efsign-train --metrics-out) and writes,
 per global batch size, OUT/curves_b{global}_acc.png (train and test accuracy per
 epoch) and OUT/curves_b{global}_loss.png (train and test loss per epoch), one
-line per optimizer, averaged over the seeds that have that epoch.
+line per optimizer, averaged over the seeds that have that epoch, with the band
+of min to max over the seeds. A resumed run's file holds the record of the epoch
+it stopped in twice (the partial epoch, then the whole one): the last one counts.
 """
 import glob
 import json
@@ -33,7 +35,7 @@ def load(out):
         m = NAME.match(os.path.basename(path))
         if not m:
             continue
-        epochs = []
+        epochs = {}
         with open(path) as f:
             for line in f:
                 line = line.strip()
@@ -44,20 +46,22 @@ def load(out):
                 except ValueError:
                     continue
                 if rec.get("event") == "epoch":
-                    epochs.append(rec)
+                    epochs[int(rec["epoch"])] = rec  # the last record of an epoch counts
         if epochs:
-            data[int(m["g"])][m["opt"]][int(m["seed"])] = epochs
+            data[int(m["g"])][m["opt"]][int(m["seed"])] = [epochs[e] for e in sorted(epochs)]
     return data
 
 
 def mean_curve(runs, key):
+    """Epochs, and per epoch the mean, min and max over the seeds."""
     per_epoch = defaultdict(list)
     for epochs in runs.values():
         for rec in epochs:
-            if key in rec:
+            if rec.get(key) is not None:
                 per_epoch[int(rec["epoch"])].append(float(rec[key]))
     xs = sorted(per_epoch)
-    return xs, [sum(per_epoch[x]) / len(per_epoch[x]) for x in xs]
+    return (xs, [sum(per_epoch[x]) / len(per_epoch[x]) for x in xs], [min(per_epoch[x]) for x in xs],
+            [max(per_epoch[x]) for x in xs])
 
 
 def plot(out, g, by_opt, kind):
@@ -66,12 +70,16 @@ def plot(out, g, by_opt, kind):
     opts = [o for o in ORDER if o in by_opt] + sorted(o for o in by_opt if o not in ORDER)
     for ax, key in zip(axes, keys):
         for opt in opts:
-            xs, ys = mean_curve(by_opt[opt], key)
+            xs, ys, lo, hi = mean_curve(by_opt[opt], key)
+            if not xs:
+                continue
             if kind == "acc":
-                ys = [100 * y for y in ys]
+                ys, lo, hi = ([100 * y for y in v] for v in (ys, lo, hi))
             nseeds = len(by_opt[opt])
-            lab = LABEL.get(opt, opt) + (f" ({nseeds} seeds)" if nseeds > 1 else "")
-            ax.plot(xs, ys, marker="o", label=lab)
+            lab = LABEL.get(opt, opt) + (f" (mean of {nseeds} seeds, band: min-max)" if nseeds > 1 else "")
+            (line,) = ax.plot(xs, ys, marker="o", label=lab)
+            if nseeds > 1:
+                ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(key.replace("_", " ") + (" (%)" if kind == "acc" else ""))

@@ -66,6 +66,60 @@ expect_error "missing data dir" "does not exist" -- "$train" --data-dir "$work/n
 expect_error "truncated IDX file" "truncated file" -- "$train" --data-dir "$work/trunc"
 expect_error "unwritable metrics file" "cannot open for writing" -- "$train" --dataset synthetic --metrics-out "$work/nope/m.jsonl"
 
+# Data folders and files the OS refuses (issue 15): the OS's reason, not "no ... here"
+# although the files are there.
+ln -s loop "$work/loop"
+echo "not a folder" >"$work/afile"
+mkdir -p "$work/isdir"
+cp "$work"/trunc/*.gz "$work/isdir/" && rm "$work/isdir/train-images-idx3-ubyte.gz" && mkdir "$work/isdir/train-images-idx3-ubyte.gz"
+mkdir -p "$work/fileloop"
+cp "$work"/trunc/*.gz "$work/fileloop/" && rm "$work/fileloop/train-labels-idx1-ubyte.gz"
+ln -s train-labels-idx1-ubyte.gz "$work/fileloop/train-labels-idx1-ubyte.gz.x"
+ln -s train-labels-idx1-ubyte.gz.x "$work/fileloop/train-labels-idx1-ubyte.gz"
+expect_error "data dir is a symlink loop" "data directory $work/loop: Too many levels of symbolic links" -- \
+  "$train" --data-dir "$work/loop"
+expect_error "data dir is a file" "data directory $work/afile: Not a directory" -- "$train" --data-dir "$work/afile"
+expect_error "data file is a folder" "$work/isdir/train-images-idx3-ubyte.gz: Is a directory" -- \
+  "$train" --data-dir "$work/isdir"
+expect_error "data file is a symlink loop" "$work/fileloop/train-labels-idx1-ubyte.gz: Too many levels of symbolic links" -- \
+  "$train" --data-dir "$work/fileloop"
+expect_error "CIFAR-10 data dir is a symlink loop" "CIFAR-10 data directory $work/loop: Too many levels of symbolic links" -- \
+  "$train" --dataset cifar10 --data-dir "$work/loop"
+expect_error "CIFAR-100 data dir is a file" "CIFAR-100 data directory $work/afile: Not a directory" -- \
+  "$train" --dataset cifar100 --data-dir "$work/afile"
+# CIFAR-10 with data_batch_1.bin in place but data_batch_2.bin a symlink loop.
+mkdir -p "$work/cifar"
+head -c 3073 /dev/zero >"$work/cifar/data_batch_1.bin"
+ln -s data_batch_2.bin "$work/cifar/data_batch_2.bin"
+expect_error "CIFAR-10 batch file is a symlink loop" "$work/cifar/data_batch_2.bin: Too many levels of symbolic links" -- \
+  "$train" --dataset cifar10 --data-dir "$work/cifar"
+rm "$work/cifar/data_batch_2.bin" && mkdir "$work/cifar/data_batch_2.bin"
+for i in 3 4 5; do cp "$work/cifar/data_batch_1.bin" "$work/cifar/data_batch_$i.bin"; done
+cp "$work/cifar/data_batch_1.bin" "$work/cifar/test_batch.bin"
+expect_error "CIFAR-10 batch file is a folder" "$work/cifar/data_batch_2.bin: Is a directory" -- \
+  "$train" --dataset cifar10 --data-dir "$work/cifar"
+# A folder that may not be searched (chmod 000). Root reads it anyway: run unprivileged in
+# a user namespace (unshare -U) then; where neither is possible, say so.
+mkdir -p "$work/noperm"
+cp "$work"/trunc/*.gz "$work/noperm/"
+cp "$work"/cifar/data_batch_1.bin "$work/noperm/"
+chmod 000 "$work/noperm"
+as_user=()
+if [[ $(id -u) -eq 0 ]]; then
+  if unshare -U true 2>/dev/null && ! unshare -U ls "$work/noperm" >/dev/null 2>&1; then as_user=(unshare -U)
+  else as_user=(none); fi
+fi
+if [[ ${as_user[0]:-} == none ]]; then
+  echo "SKIP unreadable data dir: running as root and unshare -U is not available here"
+else
+  chmod o+x "$work"  # the user namespace's nobody must reach the folder to be refused by it
+  expect_error "unreadable data dir" "$work/noperm/train-images-idx3-ubyte.gz: Permission denied" -- \
+    "${as_user[@]}" "$train" --data-dir "$work/noperm"
+  expect_error "unreadable CIFAR-10 data dir" "$work/noperm/data_batch_1.bin: Permission denied" -- \
+    "${as_user[@]}" "$train" --dataset cifar10 --data-dir "$work/noperm"
+fi
+chmod 755 "$work/noperm"
+
 # Under mpirun with 2 ranks: the job ends (no hang) with a non-zero code and the message once.
 rc=0
 timeout 120 $mpirun -np 2 "$train" --data-dir "$work/trunc" >"$work/out" 2>"$work/err" || rc=$?

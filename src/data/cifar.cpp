@@ -15,13 +15,10 @@ namespace {
 
 constexpr int64_t kPixels = 3 * 32 * 32;
 
-bool is_dir(const std::string& path) {
+// 0 when `path` exists, else stat's errno.
+int stat_error(const std::string& path) {
   struct stat st {};
-  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-bool exists(const std::string& path) {
-  struct stat st {};
-  return stat(path.c_str(), &st) == 0;
+  return stat(path.c_str(), &st) == 0 ? 0 : errno;
 }
 
 struct Format {
@@ -40,16 +37,37 @@ const Format kCifar100{"cifar100", "CIFAR-100", "cifar-100-binary", "train.bin a
 
 // `dir` itself if it holds `probe`, else dir/subdir if that does; otherwise an
 // InputError naming the missing file and what is expected.
+// Anything but "no such file" (a folder that may not be searched, a symbolic link loop,
+// a file where a folder is expected) is reported with the OS's reason.
 std::string resolve_dir(const std::string& dir, const Format& f, const std::string& probe) {
-  if (!is_dir(dir))
+  struct stat st {};
+  if (stat(dir.c_str(), &st) != 0) {
+    if (errno != ENOENT) throw InputError(fmt::format("{} data directory {}: {}", f.title, dir, std::strerror(errno)));
     throw InputError(fmt::format("{} data directory {} does not exist (expected the binary version: {}, "
                                  "directly or in {}/)",
                                  f.title, dir, f.expected, f.subdir));
-  if (exists(dir + "/" + probe)) return dir;
+  }
+  if (!S_ISDIR(st.st_mode))
+    throw InputError(fmt::format("{} data directory {}: {} (expected the folder that holds {})", f.title, dir,
+                                 std::strerror(ENOTDIR), f.expected));
+  const int direct = stat_error(dir + "/" + probe);
+  if (direct == 0) return dir;
+  if (direct != ENOENT) throw InputError(fmt::format("{}/{}: {}", dir, probe, std::strerror(direct)));
   const std::string sub = dir + "/" + f.subdir;
-  if (exists(sub + "/" + probe)) return sub;
+  const int nested = stat_error(sub + "/" + probe);
+  if (nested == 0) return sub;
+  if (nested != ENOENT) throw InputError(fmt::format("{}/{}: {}", sub, probe, std::strerror(nested)));
   throw InputError(fmt::format("{}/{}: no such file (expected the {} binary version: {}, directly in {} or in {}/)",
                                dir, probe, f.title, f.expected, dir, f.subdir));
+}
+
+// A file the data set needs: "no such file" says what is expected; any other failure
+// gives the OS's reason.
+void require_file(const std::string& path, const Format& f) {
+  const int err = stat_error(path);
+  if (err == ENOENT)
+    throw InputError(fmt::format("{}: no such file (expected the {} binary version: {})", path, f.title, f.expected));
+  if (err != 0) throw InputError(fmt::format("{}: {}", path, std::strerror(err)));
 }
 
 // Appends the records of one file to images/labels.
@@ -58,7 +76,8 @@ void read_records(const std::string& path, const Format& f, std::vector<uint8_t>
   struct stat st {};
   if (stat(path.c_str(), &st) != 0)
     throw InputError(fmt::format("{}: {} (expected a {} binary batch file)", path, std::strerror(errno), f.title));
-  if (!S_ISREG(st.st_mode)) throw InputError(fmt::format("{}: not a regular file", path));
+  if (!S_ISREG(st.st_mode))
+    throw InputError(fmt::format("{}: {}", path, S_ISDIR(st.st_mode) ? std::strerror(EISDIR) : "not a regular file"));
   const int64_t record = f.label_bytes + kPixels;
   const int64_t size = static_cast<int64_t>(st.st_size);
   if (size == 0) throw InputError(fmt::format("{}: empty file (expected {}-byte {} records)", path, record, f.title));
@@ -109,15 +128,11 @@ DataSplit load_cifar10(const std::string& dir) {
   std::vector<std::string> train;
   for (int i = 1; i <= 5; ++i) {
     const std::string p = fmt::format("{}/data_batch_{}.bin", root, i);
-    if (!exists(p))
-      throw InputError(fmt::format("{}: no such file (expected the CIFAR-10 binary version: {})", p,
-                                   kCifar10.expected));
+    require_file(p, kCifar10);
     train.push_back(p);
   }
   const std::string test = root + "/test_batch.bin";
-  if (!exists(test))
-    throw InputError(
-        fmt::format("{}: no such file (expected the CIFAR-10 binary version: {})", test, kCifar10.expected));
+  require_file(test, kCifar10);
   DataSplit s;
   s.train = load_files(train, kCifar10);
   s.test = load_files({test}, kCifar10);
@@ -127,9 +142,7 @@ DataSplit load_cifar10(const std::string& dir) {
 DataSplit load_cifar100(const std::string& dir) {
   const std::string root = resolve_dir(dir, kCifar100, "train.bin");
   const std::string test = root + "/test.bin";
-  if (!exists(test))
-    throw InputError(
-        fmt::format("{}: no such file (expected the CIFAR-100 binary version: {})", test, kCifar100.expected));
+  require_file(test, kCifar100);
   DataSplit s;
   s.train = load_files({root + "/train.bin"}, kCifar100);
   s.test = load_files({test}, kCifar100);

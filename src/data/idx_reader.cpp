@@ -45,7 +45,8 @@ void read_exact(GzFile& gz, const std::string& path, void* dst, int64_t n, const
 at::Tensor read_idx(const std::string& path, int expected_rank) {
   struct stat st {};
   if (stat(path.c_str(), &st) != 0) throw InputError(fmt::format("{}: {}", path, std::strerror(errno)));
-  if (!S_ISREG(st.st_mode)) throw InputError(fmt::format("{}: not a regular file", path));
+  if (!S_ISREG(st.st_mode))
+    throw InputError(fmt::format("{}: {}", path, S_ISDIR(st.st_mode) ? std::strerror(EISDIR) : "not a regular file"));
   GzFile gz(path);
   if (!gz.f) throw InputError(fmt::format("{}: cannot open ({})", path, std::strerror(errno)));
   unsigned char magic[4];
@@ -75,20 +76,28 @@ at::Tensor read_idx(const std::string& path, int expected_rank) {
   return t;
 }
 
+// The file `stem`.gz or `stem` in `dir`. Anything but "no such file" (a folder that may
+// not be searched, a symbolic link loop) is reported with the OS's reason.
 static std::string find_file(const std::string& dir, const std::string& stem) {
   for (const std::string& cand : {dir + "/" + stem + ".gz", dir + "/" + stem}) {
     struct stat st {};
     if (stat(cand.c_str(), &st) == 0) return cand;
+    if (errno != ENOENT) throw InputError(fmt::format("{}: {}", cand, std::strerror(errno)));
   }
   throw InputError(fmt::format("{}: no {}(.gz) here", dir, stem));
 }
 
 DataSplit load_fashion_mnist(const std::string& dir) {
   struct stat st {};
-  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+  if (stat(dir.c_str(), &st) != 0) {
+    if (errno != ENOENT) throw InputError(fmt::format("data directory {}: {}", dir, std::strerror(errno)));
     throw InputError(fmt::format("data directory {} does not exist (install the Debian package "
                                  "dataset-fashion-mnist or pass --data-dir)",
                                  dir));
+  }
+  if (!S_ISDIR(st.st_mode))
+    throw InputError(fmt::format("data directory {}: {} (--data-dir names the folder that holds the IDX files)", dir,
+                                 std::strerror(ENOTDIR)));
   auto load = [&](const std::string& img, const std::string& lab) {
     const std::string img_path = find_file(dir, img), lab_path = find_file(dir, lab);
     at::Tensor images = read_idx(img_path, 3);

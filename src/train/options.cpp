@@ -139,15 +139,19 @@ double scheduled_lr(const TrainOptions& o, double base, int64_t epoch, int64_t s
 
 uint64_t TrainOptions::agreement_hash() const {
   // Everything that changes what the ranks compute, in a fixed text form; file paths
-  // (node-local folders may differ), --progress and the metrics file do not.
+  // (node-local folders may differ), --progress and the metrics file do not. Whether a
+  // checkpoint folder or a model file is given, --keep-checkpoints and
+  // --overwrite-checkpoint do: they decide which collectives a rank enters.
   const std::string text = fmt::format(
-      "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+      "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|"
+      "{}|{}|{}|{}",
       optimizer_name(optimizer), model, dataset_name(dataset), num_classes, static_cast<int>(augment),
       static_cast<int>(device), transport_name(comm), comm_timeout_s, exchange_kind_name(exchange), static_cast<int>(overlap), bucket_mb,
       epochs, steps_per_epoch, batch_size, global_batch, lr ? *lr : -1.0, scale_lr, warmup_epochs, momentum,
       weight_decay, fmt::join(lr_milestones, ","), lr_gamma, reset_state_at_milestones, preset, seed, threads,
       synthetic_train, synthetic_test, eval_batch, static_cast<int>(on_nonfinite), max_skipped_steps, check_every,
-      checkpoint_every, resume, max_steps);
+      checkpoint_every, resume, max_steps, checkpoint_dir.empty(), keep_checkpoints, overwrite_checkpoint,
+      save_model.empty());
   return fnv1a_string(text);
 }
 

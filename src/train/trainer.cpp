@@ -204,7 +204,8 @@ TrainResult run_training(const TrainOptions& o, std::shared_ptr<HostCommunicator
   header.optimizer = optimizer_name(o.optimizer) +
                      (o.exchange == ExchangeKind::kAllgather ? "" : "/" + exchange_kind_name(o.exchange));
   header.batch_size = per_rank;
-  header.dataset = data.train.name;
+  // With its size: --synthetic-train changes the data but not the name.
+  header.dataset = fmt::format("{} ({} training images)", data.train.name, data.train.size());
   header.threads = o.threads;
   std::optional<Checkpointer> ckpt;
   int64_t start_epoch = 1, start_step = 0, global_step = 0;
@@ -344,12 +345,14 @@ TrainResult run_training(const TrainOptions& o, std::shared_ptr<HostCommunicator
                      batch.labels.size(0));
       bar.update(epoch, step, steps, meter.local_loss(), meter.images() * world / meter.seconds());
       const bool last_of_epoch = step + 1 == steps;  // the epoch-end checkpoint (after BN averaging) follows
+      bool saved = false;
       if (ckpt && o.checkpoint_every > 0 && global_step % o.checkpoint_every == 0 && !last_of_epoch) {
         header.epoch = epoch, header.step = step + 1, header.global_step = global_step;
         ckpt->save(header, ckpt_tensors);
+        saved = true;
       }
       if (o.max_steps > 0 && global_step >= o.max_steps && !last_of_epoch) {
-        if (ckpt) {
+        if (ckpt && !saved) {  // once per step: a second copy would push an older generation out of --keep
           header.epoch = epoch, header.step = step + 1, header.global_step = global_step;
           ckpt->save(header, ckpt_tensors);
         }
@@ -360,13 +363,16 @@ TrainResult run_training(const TrainOptions& o, std::shared_ptr<HostCommunicator
     }
     bar.finish();
     meter.finish(comm);
+    // The epoch's training time ends here: step times, images/s and the run's totals do
+    // not count the BatchNorm averaging and the test-set evaluation that follow.
+    const double train_s = meter.seconds();
+    totals.add(meter);
     average_buffers(*model, comm);
     const detail::EvalResult ev = detail::evaluate(*model, data.test, comm, o.eval_batch, device);
-    totals.add(meter);
     result.test_acc = ev.acc;
     result.test_loss = ev.loss;
-    const double ms_per_step = meter.per_step(meter.seconds() * 1e3);
-    const double img_s = meter.global_images() / meter.seconds();
+    const double ms_per_step = meter.per_step(train_s * 1e3);
+    const double img_s = meter.global_images() / train_s;
     if (root) {
       const std::string train = meter.steps() > 0 ? fmt::format("train loss {:.4f} acc {:6.2f}%", meter.train_loss(),
                                                                 100 * meter.train_acc())
@@ -417,8 +423,12 @@ TrainResult run_training(const TrainOptions& o, std::shared_ptr<HostCommunicator
   result.param_checksum = hex64(sum);
   result.steps = global_step;
   result.skipped_steps = totals.skipped;
-  result.bytes_sent_per_step = totals.steps > 0 ? totals.bytes / totals.steps : 0.0;
-  result.wire_bytes_per_step = totals.steps > 0 ? totals.wire / totals.steps : 0.0;
+  // Per step over the steps this run took; a run that took none (a resume whose epochs had
+  // no step left) reports what one step of this configuration hands over and puts on the wire.
+  result.bytes_sent_per_step = totals.steps > 0 ? totals.bytes / totals.steps
+                                                : static_cast<double>(opt->handed_bytes_per_step());
+  result.wire_bytes_per_step = totals.steps > 0 ? totals.wire / totals.steps
+                                                : static_cast<double>(opt->wire_bytes_per_step());
   result.fp32_bytes_per_step = table.fp32_bytes();
   const int64_t fp32_ring = ring_allreduce_wire_bytes(table.fp32_bytes(), world);
   if (root) {
