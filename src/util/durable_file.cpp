@@ -33,7 +33,7 @@ std::string parent_of(const std::string& path) {
 void write_file_durably(const std::string& path, const std::vector<Span<const std::byte>>& parts, const char* what) {
   const std::string tmp = path + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw InputError(fmt::format("{}: cannot write {} ({})", path, what, os_error(errno)));
+  if (fd < 0) throw InputError(fmt::format("{}: cannot write {} ({})", tmp, what, os_error(errno)));
   auto fail = [&](const char* doing, int err) {
     ::close(fd);
     ::unlink(tmp.c_str());
