@@ -3,7 +3,7 @@
 
     bench/cost_model.py [--params 11220132 --layers 62] [--alpha-us 25]
                         [--rates 1,10,100] [--measured runs/netem6-conv]
-                        [--measured-alpha-ms 8] [--measured-rate-gbit 0.959]
+                        [--measured-alpha-ms 0.019] [--measured-rate-gbit 0.959]
                         [--png runs/cost_model.png]
 
 Per step, one gradient of d fp32 elements in L layers, W ranks, alpha the latency
@@ -61,7 +61,8 @@ def main():
     ap.add_argument("--alpha-us", type=float, default=25.0, help="latency per message, microseconds")
     ap.add_argument("--rates", default="1,10,100", help="link rates in Gbit/s, comma-separated")
     ap.add_argument("--measured", default="", help="directory with efsign-bench comm JSON (comm_W*_*.jsonl)")
-    ap.add_argument("--measured-alpha-ms", type=float, default=8.0, help="alpha of the emulated link")
+    ap.add_argument("--measured-alpha-ms", type=float, default=0.019,
+                    help="alpha of the emulated link (0.019: one 8-byte allgather between 2 emulated hosts, median, bench/netem.sh --alpha, NETEM.md)")
     ap.add_argument("--measured-rate-gbit", type=float, default=0.959, help="measured rate of the emulated link")
     ap.add_argument("--png", default="", help="write a plot here (needs matplotlib)")
     a = ap.parse_args()

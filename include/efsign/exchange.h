@@ -241,7 +241,7 @@ class SignExchange final : public GradientExchange {
 };
 
 // The uncompressed baseline (sgdm, optimizer.h): every bucket's gradients are copied
-// into one flat fp32 buffer and summed by ONE allreduce; apply() divides by W and runs
+// into one flat fp32 buffer and summed by one allreduce per bucket; apply() divides by W and runs
 // momentum SGD. finish() checks the summed gradient (identical bytes on every rank).
 // bind(): layers[l] holds layer l's param and momentum (codec memory). The flat buffer
 // holds, bucket after bucket, the bucket's elements in layer order, then one float per

@@ -1,7 +1,7 @@
 // The CUDA codec: efsign/codec.h over the kernels of kernels/sign_kernels.h. It needs
 // no LibTorch: raw device pointers and the CUDA runtime API. It is compiled twice:
-// against the real runtime (efsign_cuda, make_cuda_codec) and against the host
-// emulation of kernels/emu (efsign_cuda_emu, make_emulated_cuda_codec), where the
+// against the real runtime (in efsign_core when built with CUDA, make_cuda_codec) and against the host
+// emulation of kernels/emu (efsign_cuda_codec_emu, make_emulated_cuda_codec), where the
 // very same code — layer sets, pinned staging, events, every kernel — runs in CI on
 // host memory. EFSIGN_CUDA_EMULATION selects the second; the two live in different
 // namespaces, so one binary may link both.
