@@ -432,17 +432,13 @@ void Checkpointer::save(const CheckpointHeader& header, const NamedTensors& tens
     throw InputError(e);
   }
   current_ = g;
-  bool pruned = false;
   for (int64_t old : generations(dir_))
-    if (old <= g - keep_) {
-      remove_rank_files(gen_dir(dir_, old), rank);
-      pruned = true;
-    }
-  if (pruned) {
-    first_error(comm_, "");  // every rank's files are gone before the folders
-    for (int64_t old : generations(dir_))
-      if (old <= g - keep_) rmdir_quiet(gen_dir(dir_, old));
-  }
+    if (old <= g - keep_) remove_rank_files(gen_dir(dir_, old), rank);
+  // Every rank enters this collective, whatever its own listing shows (node-local
+  // folders may differ): every rank's files are gone before the folders.
+  first_error(comm_, "");
+  for (int64_t old : generations(dir_))
+    if (old <= g - keep_) rmdir_quiet(gen_dir(dir_, old));
 }
 
 }  // namespace efsign
