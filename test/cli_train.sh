@@ -103,7 +103,7 @@ timeout 240 $mpirun -np 2 "$train" --dataset synthetic --model mlp --epochs 1 --
 check "--check-every 1 on healthy replicas: exit 0 (got $rc)" test "$rc" -eq 0
 
 # --overlap auto (the default): on when the gradient fills more than one bucket (the
-# MLP's 0.9 MB: two buckets of 0.1 MiB), off with one (25 MiB); --overlap=off wins.
+# MLP's 0.9 MB: two buckets of 0.1 MiB), off with one (4 MiB); --overlap=off wins.
 timeout 240 $mpirun -np 2 "$train" --dataset synthetic --model mlp --epochs 1 --steps-per-epoch 2 --bucket-mb 0.1 \
   >"$work/auto.out" 2>&1
 check "--overlap auto with two buckets: overlapped" grep -q "2 buckets), overlapped with backward" "$work/auto.out"
