@@ -17,7 +17,8 @@
 #   --dataset D          full mode: cifar100 (resnet18, default) | cifar10 (vgg19)
 #   --data-dir DIR       data directory (required for --full, except with --dry-run)
 #   --out DIR            default runs/reproduce-quick | runs/reproduce-full
-#   --dry-run            print the time estimate and the commands, train nothing
+#   --dry-run            print the time estimate and the commands; trains only the short timing
+#                        probes (a few steps per optimizer and batch; --no-estimate: none)
 #   --no-estimate        skip the timing probes
 #   --mpirun "CMD"       launcher (default: mpirun [--allow-run-as-root] --oversubscribe --bind-to none)
 #   --no-reset           do not pass --reset-state-at-milestones
@@ -250,6 +251,25 @@ if [ "$ESTIMATE" = 1 ]; then
 fi
 
 # ---------------------------------------------------------------- runs
+# Each run's options are recorded next to its results (OUT/{run}.args). Results or a
+# checkpoint made with other options (another --epochs, --ranks, --no-reset, EXTRA ...)
+# are never reused silently: the script stops before training anything and names them.
+run_args() { printf '%q ' -np "$RANKS" "${COMMON[@]}" --optimizer "$1" --global-batch "$2" --seed "$3" "${EXTRA[@]}"; }
+if [ "$DRY" = 0 ]; then
+  STALE=()
+  for g in $BATCHES; do for seed in $SEEDS; do for opt in $OPTIMIZERS; do
+    base="$OUT/${opt}_b${g}_s${seed}"
+    [ -e "$base.jsonl" ] || [ -e "$base.ckpt" ] || continue
+    if [ ! -f "$base.args" ]; then STALE+=("$base: no record of its options (made by an older reproduce.sh)")
+    elif [ "$(cat "$base.args")" != "$(run_args "$opt" "$g" "$seed")" ]; then
+      STALE+=("$base: made with: $(cat "$base.args")")
+    fi
+  done; done; done
+  if [ ${#STALE[@]} -gt 0 ]; then
+    printf '   %s\n' "${STALE[@]}" >&2
+    die "$OUT holds results made with other options than this run's ($(run_args OPT G SEED)); use another --out, or move them away"
+  fi
+fi
 echo "== runs"
 FAILED=()
 for g in $BATCHES; do
@@ -270,6 +290,7 @@ for g in $BATCHES; do
         continue
       fi
       if [ ${#resume[@]} -eq 0 ]; then rm -rf "$base.ckpt" "$base.jsonl" "$base.log"; fi
+      run_args "$opt" "$g" "$seed" >"$base.args"
       t1=$(date +%s)
       echo "   run   $opt b$g s$seed$( [ ${#resume[@]} -gt 0 ] && echo " (resuming from $base.ckpt)") ..."
       "${cmd[@]}" >>"$base.log" 2>&1
@@ -324,6 +345,41 @@ gap() {
   echo "$vals" | awk -v n="$n" '{ s=0; q=0; for (i=1;i<=NF;i++){ s+=$i; q+=$i*$i }
     m = n ? s/n : 0; v = n>1 ? (q-n*m*m)/(n-1) : 0; printf "%d %.4f %.4f\n", n, m, (v > 0 ? sqrt(v) : 0) }'
 }
+# curve_best OPT G -> "n_seeds best_mean epoch": the paper's "best mean test accuracy": the
+# test accuracy averaged over the complete seeds epoch by epoch, then its best epoch.
+curve_best() {
+  local seed files=()
+  for seed in $SEEDS; do
+    has_summary "$OUT/${1}_b${2}_s${seed}.jsonl" && files+=("$OUT/${1}_b${2}_s${seed}.jsonl")
+  done
+  [ ${#files[@]} -gt 0 ] || { echo "0 0 0"; return; }
+  awk 'function num(k,   m) { if (match($0, "\"" k "\":[^,}]*")) return substr($0, RSTART + length(k) + 3, RLENGTH - length(k) - 3); return "" }
+       FNR == 1 { f++ }
+       /"event":"epoch"/ { acc[f, num("epoch") + 0] = num("test_acc") + 0; if (num("epoch") + 0 > emax) emax = num("epoch") + 0 }
+       END { best = -1; be = 0
+             for (e = 1; e <= emax; e++) { s = 0; n = 0
+               for (i = 1; i <= f; i++) if ((i, e) in acc) { s += acc[i, e]; n++ }
+               if (n == f && s / n > best) { best = s / n; be = e } }
+             printf "%d %.4f %d\n", f, 100 * best, be }' "${files[@]}"
+}
+table_curve() {
+  local hdr="| global batch (per rank) |" sep="|---|" g opt row n m e n0 m0 e0
+  for opt in $OPTIMIZERS; do hdr="$hdr $(label "$opt") |"; sep="$sep---|"; done
+  echo "$hdr"; echo "$sep"
+  for g in $BATCHES; do
+    row="| $g ($((g / RANKS))) |"
+    read -r n0 m0 e0 <<<"$(curve_best sgdm "$g")"
+    for opt in $OPTIMIZERS; do
+      read -r n m e <<<"$(curve_best "$opt" "$g")"
+      if [ "$n" = 0 ]; then row="$row failed |"
+      elif [ "$opt" = sgdm ]; then row="$row $(awk -v m="$m" 'BEGIN{printf "%.2f", m}') (epoch $e) |"
+      elif [ "$n0" = 0 ]; then row="$row n/a (no SGDM) |"
+      else row="$row $(awk -v a="$m" -v b="$m0" 'BEGIN{printf "%+.2f", a - b}') (epoch $e) |"
+      fi
+    done
+    echo "$row"
+  done
+}
 bytes_of() {
   local seed v
   for seed in $SEEDS; do
@@ -372,7 +428,14 @@ TABLE="$OUT/table.md"
   echo "SGDM column: test accuracy in % (mean ± sample std over seeds); the other columns: the gap to SGDM in"
   echo "percentage points (mean ± std of the per-seed differences; negative = worse), as in the paper."
   echo
-  echo "## Best-epoch test accuracy (the paper's measure)"
+  echo "## Best epoch of the mean curve (the paper's \"best mean test accuracy\")"
+  echo
+  echo "Test accuracy averaged over the seeds epoch by epoch, at that curve's best epoch; gaps are"
+  echo "differences of those best means (no std: one number per curve)."
+  echo
+  table_curve
+  echo
+  echo "## Best epoch of each seed (mean ± std over seeds; at least the row above)"
   echo
   table1 best
   echo
@@ -428,7 +491,7 @@ find_plot_python() {
 find_plot_python
 if [ -z "$PY" ] && command -v apt-get >/dev/null 2>&1; then  # Debian's plotting stack, installed when missing
   echo "installing python3-matplotlib for the plots"
-  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo -n"  # -n: never wait for a password
   $sudo apt-get install -y -q --no-install-recommends python3-matplotlib >/dev/null 2>&1 || true
   find_plot_python
 fi
