@@ -20,6 +20,7 @@
 #   --dry-run            print the time estimate and the commands; trains only the short timing
 #                        probes (a few steps per optimizer and batch; --no-estimate: none)
 #   --no-estimate        skip the timing probes
+#   --no-plots           write the table only (no matplotlib, no attempt to install it)
 #   --mpirun "CMD"       launcher (default: mpirun [--allow-run-as-root] --oversubscribe --bind-to none)
 #   --no-reset           do not pass --reset-state-at-milestones
 #   --trainer PATH       default build/efsign-train
@@ -28,7 +29,8 @@
 # Output: OUT/{opt}_b{global}_s{seed}.jsonl (+ .log), OUT/table.md, OUT/*.png.
 # Resumable at two levels: a run whose .jsonl ends with a complete summary is skipped; an
 # interrupted run continues from its last epoch's checkpoint (OUT/{run}.ckpt, removed when
-# the run completes), bit-identical to an uninterrupted one.
+# the run completes), bit-identical to an uninterrupted one. Each run's options are kept
+# in OUT/{run}.args: results made with other options are refused, never reused.
 set -u
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,6 +44,7 @@ DATASET="cifar100"
 DATA_DIR=""
 OUT=""
 DRY=0
+PLOTS=1
 ESTIMATE=1
 MPIRUN=""
 RESET=1
@@ -64,10 +67,11 @@ while [ $# -gt 0 ]; do
     --out) OUT="$2"; shift ;;
     --dry-run) DRY=1 ;;
     --no-estimate) ESTIMATE=0 ;;
+    --no-plots) PLOTS=0 ;;
     --mpirun) MPIRUN="$2"; shift ;;
     --no-reset) RESET=0 ;;
     --trainer) TRAINER="$2"; shift ;;
-    -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^set -u$/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; EXTRA=("$@"); break ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
@@ -488,8 +492,9 @@ find_plot_python() {
     if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import matplotlib' >/dev/null 2>&1; then PY="$p"; return; fi
   done
 }
-find_plot_python
-if [ -z "$PY" ] && command -v apt-get >/dev/null 2>&1; then  # Debian's plotting stack, installed when missing
+PY=""
+[ "$PLOTS" = 1 ] && find_plot_python
+if [ "$PLOTS" = 1 ] && [ -z "$PY" ] && command -v apt-get >/dev/null 2>&1; then  # Debian's plotting stack, installed when missing
   echo "installing python3-matplotlib for the plots"
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo -n"  # -n: never wait for a password
   $sudo apt-get install -y -q --no-install-recommends python3-matplotlib >/dev/null 2>&1 || true
@@ -497,7 +502,7 @@ if [ -z "$PY" ] && command -v apt-get >/dev/null 2>&1; then  # Debian's plotting
 fi
 if [ -n "$PY" ]; then
   "$PY" "$ROOT/bench/plot_curves.py" "$OUT" || echo "warning: plotting failed (table is unaffected)"
-else
+elif [ "$PLOTS" = 1 ]; then
   echo "note: no python3 with matplotlib found; skipping plots (apt-get install -y python3-matplotlib)"
 fi
 
