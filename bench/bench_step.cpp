@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "bench_common.h"
+#include "efsign/exchange.h"
 #include "efsign/metrics.h"
 #include "efsign/models.h"
 #include "efsign/mpi_communicator.h"
@@ -35,7 +36,7 @@ int run_step(int argc, char** argv, std::shared_ptr<HostCommunicator> control) {
       cxxopts::value<std::string>()->default_value("allgather,two-phase,vote"))(
       "overlap", "run every sign row a second time (label +overlap) exchanging buckets on a communication thread "
                  "during backward, and report the share of the exchange hidden behind backward")(
-      "bucket-mb", "bucket size for --overlap (MiB of fp32)", cxxopts::value<double>()->default_value("25"))(
+      "bucket-mb", "bucket size for --overlap (MiB of fp32)", cxxopts::value<double>()->default_value(std::to_string(kDefaultBucketBytes >> 20)))(
       "json", "write records here (rank 0)", cxxopts::value<std::string>()->default_value(""))("h,help", "help");
   auto r = spec.parse(argc, argv);
   if (r.count("help")) {
